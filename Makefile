@@ -1,0 +1,29 @@
+# The README's two commands: `make serve` and `make test`. Both set up what they need first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: serve test sysdeps bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+# DCMTK, Orthanc, dicom3tools and PostgreSQL for the tests; installs them only when missing.
+sysdeps:
+	@deploy/install-system-deps.sh
+
+serve: $(STAMP)
+	$(BIN)/radpair serve
+
+test: $(STAMP) sysdeps
+	$(BIN)/pytest tests
+
+bench: $(STAMP) sysdeps
+	$(BIN)/pytest tests/bench -s
+
+clean:
+	rm -rf $(VENV) build *.egg-info

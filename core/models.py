@@ -1,0 +1,164 @@
+"""The archive's SQL schema (SQLAlchemy 2.0 typed ORM). Alembic migrations in core/migrations
+create exactly these tables; change both together (``alembic revision --autogenerate``).
+
+Patient → Study → Series → Instance mirrors the DICOM information model. A Report is the text of
+an SR document, paired with the imaging study it describes. Association rows are the audit trail
+of every DICOM association the listener served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import BigInteger, DateTime, Enum, ForeignKey, Index, Integer, String, Text, func
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+UID = String(64)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: DateTime(timezone=True)}
+
+
+class StudyState(str, enum.Enum):
+    RECEIVING = "receiving"
+    STABLE = "stable"
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # PatientID is only unique within its issuer; keep both.
+    patient_id: Mapped[str] = mapped_column(String(64))
+    issuer: Mapped[str] = mapped_column(String(64), default="")
+    name: Mapped[str] = mapped_column(String(324), default="")
+    birth_date: Mapped[str] = mapped_column(String(8), default="")
+    sex: Mapped[str] = mapped_column(String(16), default="")
+
+    studies: Mapped[list[Study]] = relationship(back_populates="patient")
+
+    __table_args__ = (Index("ux_patients_id_issuer", "patient_id", "issuer", unique=True),)
+
+
+class Study(Base):
+    __tablename__ = "studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(UID, unique=True)
+    patient_pk: Mapped[int] = mapped_column(ForeignKey("patients.id"))
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="")
+    study_time: Mapped[str] = mapped_column(String(16), default="")
+    study_id: Mapped[str] = mapped_column(String(16), default="")
+    description: Mapped[str] = mapped_column(String(64), default="")
+    referring_physician: Mapped[str] = mapped_column(String(324), default="")
+    state: Mapped[StudyState] = mapped_column(
+        Enum(StudyState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=StudyState.RECEIVING,
+    )
+    first_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    last_received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    stable_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Bumped every time the study goes stable again, so later stages can tell a re-send apart.
+    stable_generation: Mapped[int] = mapped_column(Integer, default=0)
+
+    patient: Mapped[Patient] = relationship(back_populates="studies")
+    series: Mapped[list[Series]] = relationship(back_populates="study")
+    reports: Mapped[list[Report]] = relationship(back_populates="study")
+
+    # Stability checks read only the receiving studies: O(receiving), not O(archive).
+    __table_args__ = (Index("ix_studies_state_last", "state", "last_received_at"),)
+
+
+class Series(Base):
+    __tablename__ = "series"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    series_uid: Mapped[str] = mapped_column(UID, unique=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    series_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    description: Mapped[str] = mapped_column(String(64), default="")
+    body_part: Mapped[str] = mapped_column(String(16), default="")
+    frame_of_reference_uid: Mapped[str] = mapped_column(String(64), default="")
+
+    study: Mapped[Study] = relationship(back_populates="series")
+    instances: Mapped[list[Instance]] = relationship(back_populates="series")
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    series_pk: Mapped[int] = mapped_column(ForeignKey("series.id"), index=True)
+    instance_number: Mapped[int | None] = mapped_column(Integer, default=None)
+    transfer_syntax_uid: Mapped[str] = mapped_column(UID)
+    # Relative to the instance store's root, so the store can move.
+    path: Mapped[str] = mapped_column(String(300))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    association_pk: Mapped[int | None] = mapped_column(ForeignKey("associations.id"), default=None)
+
+    series: Mapped[Series] = relationship(back_populates="instances")
+
+
+class Report(Base):
+    """A radiology report: the text of an SR document, paired with its imaging study."""
+
+    __tablename__ = "reports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sr_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    # The study the report describes, once known (by Study UID, else Accession + Patient ID).
+    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True, default=None)
+    sr_study_uid: Mapped[str] = mapped_column(UID)
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    text: Mapped[str] = mapped_column(Text)
+    # JSON object: section title -> text (e.g. {"Findings": ..., "Impression": ...}).
+    sections: Mapped[str] = mapped_column(Text, default="{}")
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    study: Mapped[Study | None] = relationship(back_populates="reports")
+
+
+class Association(Base):
+    """Audit record of one DICOM association served by the listener."""
+
+    __tablename__ = "associations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    calling_ae: Mapped[str] = mapped_column(String(16))
+    called_ae: Mapped[str] = mapped_column(String(16))
+    peer_address: Mapped[str] = mapped_column(String(64))
+    peer_port: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    ended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    duplicates: Mapped[int] = mapped_column(Integer, default=0)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # "accepted", "rejected: <reason>", "aborted", "released".
+    outcome: Mapped[str] = mapped_column(String(200), default="accepted")
+
+
+class QuarantineEntry(Base):
+    """An incoming dataset radpair refused; its bytes and a reason file are in the quarantine."""
+
+    __tablename__ = "quarantine"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    path: Mapped[str] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text)
+    status: Mapped[int] = mapped_column(Integer)
+    calling_ae: Mapped[str] = mapped_column(String(16), default="")
+    received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite talks to (real DCMTK, Orthanc, dicom3tools,
+# PostgreSQL) when any of them is missing. Needs root or sudo; does nothing if all are present.
+set -euo pipefail
+need=()
+command -v storescu >/dev/null || need+=(dcmtk)
+command -v Orthanc >/dev/null || need+=(orthanc orthanc-dicomweb)
+command -v dciodvfy >/dev/null || need+=(dicom3tools)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing system packages: ${need[*]}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,1 @@
+"""The ``radpair`` command-line shell: wires core, listener, pipeline and training together."""

@@ -1,0 +1,5 @@
+import sys
+
+from radpair.cli import main
+
+sys.exit(main())
