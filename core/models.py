@@ -162,3 +162,95 @@ class QuarantineEntry(Base):
     status: Mapped[int] = mapped_column(Integer)
     calling_ae: Mapped[str] = mapped_column(String(16), default="")
     received_at: Mapped[dt.datetime] = mapped_column(default=utcnow, server_default=func.now())
+
+
+# --- pipeline: job queue, results, deliveries (owned by pipeline/; migration 0002) -------------
+
+
+class JobState(str, enum.Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    # Routing matched nothing (or the job had nothing to do): the reason is in last_error.
+    SKIPPED = "skipped"
+    DEAD = "dead"
+
+
+class Job(Base):
+    """One unit of durable work (``inference`` of a study generation, ``delivery`` of a result).
+
+    ``key`` makes enqueueing idempotent (``inference:<study>:<generation>``,
+    ``delivery:<sop instance>:<destination>``). A worker owns a running job while its lease is
+    current; the scheduler returns jobs with expired leases to the queue.
+    """
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    state: Mapped[JobState] = mapped_column(
+        Enum(JobState, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=JobState.PENDING,
+    )
+    study_pk: Mapped[int | None] = mapped_column(ForeignKey("studies.id"), index=True, default=None)
+    generation: Mapped[int | None] = mapped_column(Integer, default=None)
+    # JSON object with what the handler needs (e.g. {"result": 3, "destination": "pacs"}).
+    payload: Mapped[str] = mapped_column(Text, default="{}")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Retries while a peer was unreachable: they back off but never dead-letter the job.
+    waits: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(100), default=None)
+    lease_expires_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    # Claims read pending jobs by due time: O(due), not O(history).
+    __table_args__ = (Index("ix_jobs_state_next", "state", "next_attempt_at"),)
+
+
+class Result(Base):
+    """A DICOM object radpair wrote for a study generation (SR, SEG, PM or SC), in the store."""
+
+    __tablename__ = "results"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(8))
+    sop_instance_uid: Mapped[str] = mapped_column(UID, unique=True)
+    sop_class_uid: Mapped[str] = mapped_column(UID)
+    series_uid: Mapped[str] = mapped_column(UID)
+    source_series_uid: Mapped[str] = mapped_column(UID)
+    # Relative to the instance store's root.
+    path: Mapped[str] = mapped_column(String(300))
+    model_name: Mapped[str] = mapped_column(String(100))
+    model_version: Mapped[str] = mapped_column(String(100))
+    predicted_class: Mapped[str] = mapped_column(String(64))
+    probability: Mapped[float] = mapped_column()
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Set when a later generation of the study produced a newer result.
+    superseded_by: Mapped[int | None] = mapped_column(ForeignKey("results.id"), default=None)
+
+
+class Delivery(Base):
+    """The outbox: one row per result per destination, delivered by its ``delivery`` job."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    result_pk: Mapped[int] = mapped_column(ForeignKey("results.id"), index=True)
+    job_pk: Mapped[int] = mapped_column(ForeignKey("jobs.id"), index=True)
+    destination: Mapped[str] = mapped_column(String(64))
+    # "pending", "delivered", "failed" (peer refused it; the job retries or dead-letters).
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[int | None] = mapped_column(Integer, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    __table_args__ = (Index("ux_deliveries_result_dest", "result_pk", "destination", unique=True),)

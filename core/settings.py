@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -82,12 +83,74 @@ class TritonSettings:
 
 
 @dataclass
+class DestinationSettings:
+    """A DICOM peer (usually the PACS) that receives radpair's results by C-STORE."""
+
+    name: str
+    ae_title: str
+    host: str
+    port: int
+    calling_ae: str = "RADPAIR"
+
+
+@dataclass
+class RoutingRuleSettings:
+    """Which stable studies a model runs on, on which series, and where the results go.
+
+    Every non-empty criterion must hold for a series; text criteria are regular expressions
+    (case-insensitive, searched) except ``modality``, which is an exact DICOM Modality.
+    """
+
+    name: str
+    modality: str = "MR"
+    body_part: str = ""
+    series_description: str = ""
+    study_description: str = ""
+    sop_class_uid: str = ""
+    calling_ae: str = ""
+    # Orientation of the selected series: "axial", "sagittal", "coronal" or "any".
+    orientation: Literal["axial", "sagittal", "coronal", "any"] = "any"
+    min_instances: int = 8
+    # Empty: triton.model_name.
+    model: str = ""
+    # Names of [[pipeline.destinations]] entries; empty keeps results in the archive only.
+    destinations: list[str] = field(default_factory=list)
+
+
+def _default_rules() -> list[RoutingRuleSettings]:
+    return [RoutingRuleSettings(name="mr")]
+
+
+@dataclass
+class PipelineSettings:
+    enabled: bool = True
+    workers: int = 2
+    # Seconds between polls for newly stable studies and runnable jobs.
+    poll_interval: float = 1.0
+    # A job's lease; a worker that stops heartbeating loses the job after this many seconds.
+    lease_seconds: float = 60.0
+    heartbeat_interval: float = 10.0
+    # Failed attempts before a job goes to the dead letter (unreachable peers do not count).
+    max_attempts: int = 5
+    backoff_base: float = 2.0
+    backoff_max: float = 300.0
+    # Attention (scaled to its maximum) at or above this is the SEG's region.
+    attention_threshold: float = 0.5
+    # Also send a burned-in Secondary Capture key image (labelled NOT FOR DIAGNOSIS).
+    secondary_capture: bool = False
+    algorithm_name: str = "radpair"
+    destinations: list[DestinationSettings] = field(default_factory=list)
+    rules: list[RoutingRuleSettings] = field(default_factory=_default_rules)
+
+
+@dataclass
 class Settings:
     data_dir: Path = Path("data")
     log_level: str = "INFO"
     listener: ListenerSettings = field(default_factory=ListenerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
 
     @property
     def database_url(self) -> str:
@@ -218,3 +281,30 @@ def _check(s: Settings) -> None:
         raise SettingsError("settings key 'listener.tls_require_client_cert' needs 'listener.tls_ca'")
     if s.triton.mode == "remote" and not s.triton.url:
         raise SettingsError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
+    _check_pipeline(s.pipeline)
+
+
+def _check_pipeline(p: PipelineSettings) -> None:
+    if p.workers < 1:
+        raise SettingsError("settings key 'pipeline.workers' must be >= 1")
+    if p.max_attempts < 1:
+        raise SettingsError("settings key 'pipeline.max_attempts' must be >= 1")
+    if p.heartbeat_interval >= p.lease_seconds:
+        raise SettingsError("settings key 'pipeline.heartbeat_interval' must be < 'pipeline.lease_seconds'")
+    if not 0 < p.attention_threshold <= 1:
+        raise SettingsError("settings key 'pipeline.attention_threshold' must be in (0, 1]")
+    names = [d.name for d in p.destinations]
+    for i, dest in enumerate(p.destinations):
+        if names.count(dest.name) > 1:
+            raise SettingsError(f"settings key 'pipeline.destinations[{i}].name' {dest.name!r} is not unique")
+        if not 0 < dest.port < 65536:
+            raise SettingsError(f"settings key 'pipeline.destinations[{i}].port' is {dest.port}; expected 1-65535")
+    for i, rule in enumerate(p.rules):
+        for key in ("body_part", "series_description", "study_description", "calling_ae"):
+            try:
+                re.compile(getattr(rule, key))
+            except re.error as exc:
+                raise SettingsError(f"settings key 'pipeline.rules[{i}].{key}' is not a regular expression: {exc}") from exc
+        for name in rule.destinations:
+            if name not in names:
+                raise SettingsError(f"settings key 'pipeline.rules[{i}].destinations' names unknown destination {name!r}")
