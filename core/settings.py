@@ -267,8 +267,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 def _check(s: Settings) -> None:
     lst = s.listener
-    if not 0 < lst.port < 65536:
-        raise SettingsError(f"settings key 'listener.port' is {lst.port}; expected 1-65535")
+    if not 0 <= lst.port < 65536:
+        raise SettingsError(f"settings key 'listener.port' is {lst.port}; expected 0-65535 (0: any free port)")
     if not 0 < len(lst.ae_title.strip()) <= 16:
         raise SettingsError("settings key 'listener.ae_title' must be 1-16 characters")
     if lst.stable_age <= 0:

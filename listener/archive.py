@@ -1,0 +1,193 @@
+"""The SQL side of ingest: patient/study/series/instance rows for one received instance.
+
+Each instance is indexed in one short transaction, retried when SQLite is busy or when a
+concurrent association created the same study or series first (PostgreSQL unique-key race).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import Instance, Patient, Series, Study, StudyState, utcnow
+from listener.header import InstanceHeader
+from listener.reports import NON_IMAGING_MODALITIES, ParsedReport, pair_waiting_reports, save_report
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+ATTEMPTS = 5
+
+
+class ArchiveUnavailable(RuntimeError):
+    """The database cannot take the row now (down, locked too long): a transient refusal."""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    pk: int
+    sha256: str
+    path: str
+
+
+@dataclass(frozen=True)
+class Indexed:
+    outcome: Literal["stored", "duplicate", "conflict"]
+    instance: StoredInstance
+
+
+class Archive:
+    """Indexes instances. One per process; safe to call from every association's thread."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+        # Series UID -> (series pk, study pk): rows are never deleted, so after the first
+        # instance of a series the rest need no look-ups.
+        self._series: dict[str, tuple[int, int]] = {}
+        self._lock = threading.Lock()
+
+    def find(self, sop_instance_uid: str) -> StoredInstance | None:
+        """The archived instance with this SOP Instance UID, if any."""
+        return self._retrying(lambda s: self._find(s, sop_instance_uid))
+
+    def add(self, header: InstanceHeader, path: str, size: int, sha256: str, calling_ae: str,
+            association_pk: int | None, report: ParsedReport | None,
+            replace: StoredInstance | None = None) -> Indexed:
+        """Insert the instance (or overwrite ``replace``'s row) and commit.
+
+        Returns "stored" on success; "duplicate"/"conflict" when another association archived
+        the same SOP Instance UID first with the same/other bytes (then nothing was written).
+        """
+        def work(session: Session) -> Indexed:
+            now = utcnow()
+            series_pk, study, pending = self._series_of(session, header, now)
+            self._touch(session, study, header.study_uid, now)
+            if replace is not None:
+                row = session.get_one(Instance, replace.pk)
+            else:
+                row = Instance(sop_instance_uid=header.sop_instance_uid)
+                session.add(row)
+            row.sop_class_uid = header.sop_class_uid
+            row.series_pk = series_pk
+            row.instance_number = header.instance_number
+            row.transfer_syntax_uid = header.transfer_syntax_uid
+            row.path = path
+            row.size = size
+            row.sha256 = sha256
+            row.received_at = now
+            row.calling_ae = calling_ae[:16]
+            row.association_pk = association_pk
+            if report is not None:
+                save_report(session, report, header.sop_instance_uid, header.study_uid,
+                            header.accession_number, header.patient_id)
+            session.flush()
+            session.commit()
+            if pending:
+                with self._lock:
+                    self._series[header.series_uid] = (series_pk, study)
+            return Indexed("stored", StoredInstance(row.id, sha256, path))
+
+        try:
+            return self._retrying(work, raced=lambda s: self._raced(s, header.sop_instance_uid, sha256))
+        except _Raced as raced:
+            return raced.result
+
+    # -- internals -------------------------------------------------------------------------
+
+    @staticmethod
+    def _find(session: Session, sop_instance_uid: str) -> StoredInstance | None:
+        row = session.execute(
+            select(Instance.id, Instance.sha256, Instance.path).where(Instance.sop_instance_uid == sop_instance_uid)
+        ).first()
+        return StoredInstance(*row) if row else None
+
+    def _raced(self, session: Session, sop_instance_uid: str, sha256: str) -> Indexed | None:
+        found = self._find(session, sop_instance_uid)
+        if found is None:
+            return None
+        return Indexed("duplicate" if found.sha256 == sha256 else "conflict", found)
+
+    def _series_of(self, session: Session, h: InstanceHeader, now) -> tuple[int, int, bool]:  # noqa: ANN001
+        with self._lock:
+            cached = self._series.get(h.series_uid)
+        if cached:
+            return cached[0], cached[1], False
+        series = session.scalar(select(Series).where(Series.series_uid == h.series_uid))
+        if series is not None:
+            return series.id, series.study_pk, True
+        study = session.scalar(select(Study).where(Study.study_uid == h.study_uid))
+        if study is None:
+            patient = session.scalar(
+                select(Patient).where(Patient.patient_id == h.patient_id, Patient.issuer == h.issuer)
+            )
+            if patient is None:
+                patient = Patient(patient_id=h.patient_id, issuer=h.issuer, name=h.patient_name,
+                                  birth_date=h.birth_date, sex=h.sex)
+                session.add(patient)
+                session.flush()
+            study = Study(study_uid=h.study_uid, patient_pk=patient.id, accession_number=h.accession_number,
+                          study_date=h.study_date, study_time=h.study_time, study_id=h.study_id,
+                          description=h.study_description, referring_physician=h.referring_physician,
+                          state=StudyState.RECEIVING, first_received_at=now, last_received_at=now)
+            session.add(study)
+            session.flush()
+            log.info("study %s: receiving (new, patient %r, accession %r)", h.study_uid, h.patient_id,
+                     h.accession_number)
+        series = Series(series_uid=h.series_uid, study_pk=study.id, modality=h.modality,
+                        series_number=h.series_number, description=h.series_description,
+                        body_part=h.body_part, frame_of_reference_uid=h.frame_of_reference_uid)
+        session.add(series)
+        session.flush()
+        if h.modality not in NON_IMAGING_MODALITIES:
+            paired = pair_waiting_reports(session, study, h.patient_id)
+            if paired:
+                log.info("study %s: paired %d waiting report(s)", h.study_uid, paired)
+        return series.id, study.id, True
+
+    @staticmethod
+    def _touch(session: Session, study_pk: int, study_uid: str, now) -> None:  # noqa: ANN001
+        """Record the arrival; a stable study becomes receiving again until it re-stabilises."""
+        flipped = session.execute(
+            update(Study).where(Study.id == study_pk, Study.state == StudyState.STABLE)
+            .values(state=StudyState.RECEIVING, last_received_at=now)
+        ).rowcount
+        if flipped:
+            log.info("study %s: receiving again (was stable)", study_uid)
+        else:
+            session.execute(update(Study).where(Study.id == study_pk).values(last_received_at=now))
+
+    def _retrying(self, work: Callable[[Session], T], raced: Callable[[Session], Indexed | None] | None = None) -> T:
+        delay = 0.05
+        for attempt in range(1, ATTEMPTS + 1):
+            with self._sessions() as session:
+                try:
+                    return work(session)
+                except IntegrityError:
+                    session.rollback()
+                    with self._lock:
+                        self._series.clear()
+                    if raced is not None and (result := raced(session)) is not None:
+                        raise _Raced(result) from None
+                    if attempt == ATTEMPTS:
+                        raise
+                except (OperationalError, InterfaceError) as exc:
+                    session.rollback()
+                    if attempt == ATTEMPTS:
+                        raise ArchiveUnavailable(f"database unavailable: {exc.orig or exc}") from exc
+                    log.warning("database busy or unreachable (attempt %d/%d): %s", attempt, ATTEMPTS, exc.orig)
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+
+class _Raced(Exception):
+    def __init__(self, result: Indexed) -> None:
+        self.result = result

@@ -1,0 +1,98 @@
+"""The audit trail: one Association row and one log line per association.
+
+Counts are kept in memory while the association runs (ingest bumps them) and written once, when
+it is released, aborted or its connection closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+from pynetdicom.association import Association as PynetdicomAssociation
+from pynetdicom.events import Event
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import Association, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AssociationStats:
+    calling_ae: str
+    address: str
+    port: int
+    pk: int | None = None
+    stored: int = 0
+    duplicates: int = 0
+    failures: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class AuditTrail:
+    def __init__(self, sessions: sessionmaker[Session], called_ae: str) -> None:
+        self._sessions = sessions
+        self._called_ae = called_ae
+        self._active: dict[PynetdicomAssociation, AssociationStats] = {}
+        self._lock = threading.Lock()
+
+    def stats(self, assoc: PynetdicomAssociation) -> AssociationStats:
+        """The running counts of an association (created on first use)."""
+        with self._lock:
+            stats = self._active.get(assoc)
+            if stats is None:
+                stats = self._active[assoc] = AssociationStats(
+                    assoc.requestor.ae_title.strip(), assoc.requestor.address, assoc.requestor.port)
+            return stats
+
+    def on_established(self, event: Event) -> None:
+        stats = self.stats(event.assoc)
+        stats.pk = self._insert(stats, "accepted")
+
+    def on_rejected(self, event: Event) -> None:
+        assoc = event.assoc
+        calling = assoc.requestor.primitive.calling_ae_title.strip() if assoc.requestor.primitive else ""
+        stats = AssociationStats(calling, assoc.requestor.address, assoc.requestor.port)
+        self._insert(stats, "rejected: calling AE not recognised", ended=True)
+
+    def on_closed(self, event: Event) -> None:
+        """EVT_CONN_CLOSE: finish the row and log the association's one line."""
+        assoc = event.assoc
+        with self._lock:
+            stats = self._active.pop(assoc, None)
+        if stats is None:  # rejected, or closed before it was established
+            return
+        outcome = "released" if assoc.is_released else "aborted"
+        seconds = time.monotonic() - stats.started
+        rate = stats.stored / seconds if seconds > 0 else 0.0
+        log.info("association %s@%s:%d %s: %d stored, %d duplicates, %d failed, %.1f MB in %.2f s (%.0f/s)",
+                 stats.calling_ae, stats.address, stats.port, outcome, stats.stored, stats.duplicates,
+                 stats.failures, stats.bytes / 1e6, seconds, rate)
+        if stats.pk is None:
+            return
+        try:
+            with self._sessions() as session:
+                session.execute(update(Association).where(Association.id == stats.pk).values(
+                    ended_at=utcnow(), stored=stats.stored, duplicates=stats.duplicates,
+                    failures=stats.failures, outcome=outcome))
+                session.commit()
+        except Exception as exc:  # the audit must not break the listener
+            log.error("audit: could not close association row %s: %s", stats.pk, exc)
+
+    def _insert(self, stats: AssociationStats, outcome: str, ended: bool = False) -> int | None:
+        try:
+            with self._sessions() as session:
+                row = Association(calling_ae=stats.calling_ae[:16], called_ae=self._called_ae[:16],
+                                  peer_address=stats.address[:64], peer_port=stats.port, outcome=outcome,
+                                  ended_at=utcnow() if ended else None)
+                session.add(row)
+                session.commit()
+                return row.id
+        except Exception as exc:
+            log.error("audit: could not record association from %s: %s", stats.calling_ae, exc)
+            return None

@@ -1,0 +1,168 @@
+"""The C-STORE handler: durable ingest of one instance, answered with the right DICOM status.
+
+0x0000 is returned only after the file is fsync'd and its row committed. The dataset is never
+decoded: the bytes the peer sent are stored as-is behind a fresh 128-byte zero preamble and a
+new File Meta header (never the sender's preamble: CVE-2019-11687).
+
+| status | when |
+| ------ | ---- |
+| 0x0000 | stored; or an identical re-send; or a changed re-send under ``keep_first`` |
+| 0xA700 | out of resources: the disk write failed (e.g. full) or the database is unreachable, or the listener is shutting down; transient, not quarantined (the sender still has it and retries) |
+| 0xA900 | the dataset's SOP Class UID differs from the presentation context's; quarantined |
+| 0xC000 | cannot understand: does not parse, a required UID is missing or malformed, or its SOP Instance UID differs from the request's; quarantined |
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pydicom.dataset import Dataset
+from pynetdicom.dsutils import encode_file_meta
+from pynetdicom.events import Event
+
+from core.store import InstanceStore
+from listener.archive import Archive, ArchiveUnavailable
+from listener.audit import AuditTrail
+from listener.header import HeaderError, read_header
+from listener.quarantine import Quarantine
+from listener.reports import REPORT_SOP_CLASSES, ParsedReport, parse_report
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+SOP_CLASS_MISMATCH = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+PREAMBLE = b"\x00" * 128 + b"DICM"
+_STRIPES = 64
+
+
+class StoreRefused(Exception):
+    def __init__(self, status: int, reason: str, quarantine: bool) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.quarantine = quarantine
+
+
+class Ingestor:
+    """Bound to EVT_C_STORE. One per listener; called concurrently from association threads."""
+
+    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail,
+                 on_changed_duplicate: str) -> None:
+        self.store = store
+        self.archive = archive
+        self.quarantine = quarantine
+        self.audit = audit
+        self.replace_changed = on_changed_duplicate == "replace"
+        # One SOP Instance UID is never ingested by two threads at once (find → write → index).
+        self._uid_locks = [threading.Lock() for _ in range(_STRIPES)]
+        self._inflight = 0
+        self._draining = False
+        self._idle = threading.Condition()
+
+    def drain(self, timeout: float) -> bool:
+        """Refuse new stores (0xA700) and wait for the ones in flight to finish."""
+        with self._idle:
+            self._draining = True
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
+
+    @contextmanager
+    def _in_flight(self) -> Iterator[None]:
+        with self._idle:
+            if self._draining:
+                raise StoreRefused(OUT_OF_RESOURCES, "listener is shutting down", quarantine=False)
+            self._inflight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._inflight -= 1
+                self._idle.notify_all()
+
+    def on_store(self, event: Event) -> Dataset | int:
+        stats = self.audit.stats(event.assoc)
+        raw = event.encoded_dataset(include_meta=False)
+        try:
+            with self._in_flight():
+                status = self._ingest(event, raw, stats.calling_ae, stats.pk)
+        except StoreRefused as refused:
+            stats.failures += 1
+            request_uid = str(event.request.AffectedSOPInstanceUID or "")
+            if refused.quarantine:
+                self.quarantine.keep(raw, refused.reason, refused.status, stats.calling_ae,
+                                     f"{stats.address}:{stats.port}", request_uid)
+            else:
+                log.warning("refused %s from %s: %s (0x%04X)", request_uid, stats.calling_ae, refused.reason,
+                            refused.status)
+            rsp = Dataset()
+            rsp.Status = refused.status
+            rsp.ErrorComment = refused.reason[:64]
+            return rsp
+        if status == "stored":
+            stats.stored += 1
+            stats.bytes += len(raw)
+        else:
+            stats.duplicates += 1
+        return SUCCESS
+
+    def _ingest(self, event: Event, raw: bytes, calling_ae: str, association_pk: int | None) -> str:
+        context = event.context
+        meta = event.file_meta
+        meta.SourceApplicationEntityTitle = calling_ae
+        data = b"".join((PREAMBLE, encode_file_meta(meta), raw))
+        try:
+            header = read_header(data, str(context.transfer_syntax))
+        except HeaderError as exc:
+            raise StoreRefused(CANNOT_UNDERSTAND, str(exc), quarantine=True) from exc
+        except Exception as exc:  # anything pydicom trips on is the dataset's fault, not ours
+            raise StoreRefused(CANNOT_UNDERSTAND, f"dataset does not parse: {exc}", quarantine=True) from exc
+        if header.sop_class_uid != context.abstract_syntax:
+            raise StoreRefused(SOP_CLASS_MISMATCH, f"SOP Class {header.sop_class_uid} does not match the "
+                               f"presentation context {context.abstract_syntax}", quarantine=True)
+        if header.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
+            raise StoreRefused(CANNOT_UNDERSTAND, "SOP Instance UID differs from the request's", quarantine=True)
+        sha256 = hashlib.sha256(raw).hexdigest()
+        with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
+            try:
+                existing = self.archive.find(header.sop_instance_uid)
+            except ArchiveUnavailable as exc:
+                raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
+            if existing is not None and existing.sha256 == sha256:
+                return "duplicate"
+            if existing is not None and not self.replace_changed:
+                self.quarantine.keep(raw, "changed re-send of an archived instance: kept the first version",
+                                     SUCCESS, calling_ae, "", header.sop_instance_uid)
+                return "duplicate"
+            relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_instance_uid)
+            try:
+                self.store.write(relative, (data,))
+            except OSError as exc:
+                raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
+                                   quarantine=False) from exc
+            report = self._report(data, header.sop_class_uid, header.sop_instance_uid)
+            try:
+                indexed = self.archive.add(header, relative, len(data), sha256, calling_ae, association_pk,
+                                           report, replace=existing)
+            except ArchiveUnavailable as exc:
+                raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
+        if existing is not None:
+            log.warning("instance %s re-sent with other bytes: replaced (on_changed_duplicate=replace)",
+                        header.sop_instance_uid)
+            if existing.path != relative:
+                self.store.absolute(existing.path).unlink(missing_ok=True)
+        return "stored" if indexed.outcome == "stored" else "duplicate"
+
+    @staticmethod
+    def _report(data: bytes, sop_class_uid: str, sop_instance_uid: str) -> ParsedReport | None:
+        if sop_class_uid not in REPORT_SOP_CLASSES:
+            return None
+        try:
+            return parse_report(data)
+        except Exception as exc:  # the instance is still archived; only its report text is lost
+            log.warning("SR %s: content not readable as a report: %s", sop_instance_uid, exc)
+            return None

@@ -1,0 +1,85 @@
+"""Start and stop the listener: the association server, its handlers, and the stability job."""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.base import BaseScheduler
+from pynetdicom import evt
+from pynetdicom.transport import ThreadedAssociationServer
+from sqlalchemy import Engine
+
+from core.db import session_factory
+from core.settings import Settings
+from core.store import InstanceStore
+from listener.access import AccessPolicy
+from listener.ae import build_ae, set_nodelay, tls_context
+from listener.archive import Archive
+from listener.audit import AuditTrail
+from listener.ingest import Ingestor
+from listener.quarantine import Quarantine
+from listener.stability import mark_stable_studies
+
+log = logging.getLogger(__name__)
+
+STABILITY_JOB = "listener.stability"
+
+
+class ListenerService:
+    """The DICOM listener as a service component: ``start(scheduler)`` / ``stop()``.
+
+    The schema must already be up to date (``core.db.upgrade``); the engine is shared with the
+    rest of the process.
+    """
+
+    name = "listener"
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings = settings
+        lst = settings.listener
+        self.access = AccessPolicy(lst)  # refuses an unsafe configuration before anything starts
+        self.sessions = session_factory(engine)
+        self.audit = AuditTrail(self.sessions, lst.ae_title)
+        self.ingestor = Ingestor(InstanceStore(settings.store_dir), Archive(self.sessions),
+                                 Quarantine(settings.quarantine_dir, self.sessions), self.audit,
+                                 lst.on_changed_duplicate)
+        self.ae = build_ae(lst)
+        self._server: ThreadedAssociationServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when configured as 0: an ephemeral port)."""
+        assert self._server is not None, "listener not started"
+        return self._server.server_address[1]
+
+    def start(self, scheduler: BaseScheduler | None = None) -> None:
+        lst = self.settings.listener
+        handlers = [
+            (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_REQUESTED, self.access.on_requested),
+            (evt.EVT_ESTABLISHED, self.audit.on_established),
+            (evt.EVT_REJECTED, self.audit.on_rejected),
+            (evt.EVT_CONN_CLOSE, self.audit.on_closed),
+            (evt.EVT_C_STORE, self.ingestor.on_store),
+        ]
+        ssl_context = tls_context(lst)
+        self._server = self.ae.start_server((lst.host, lst.port), block=False, evt_handlers=handlers,
+                                            ssl_context=ssl_context)
+        if scheduler is not None:
+            scheduler.add_job(mark_stable_studies, "interval", args=(self.sessions, lst.stable_age),
+                              seconds=lst.stability_check_interval, id=STABILITY_JOB, max_instances=1,
+                              coalesce=True, replace_existing=True)
+        log.info("listener: AE %s on %s:%d%s, accepting %s, data in %s", lst.ae_title, lst.host, self.port,
+                 " (TLS)" if ssl_context else "", self.access.describe(), self.settings.data_dir.resolve())
+
+    def stop(self, grace: float = 30.0) -> None:
+        """Stop accepting, let stores in flight finish (new ones get 0xA700), then close."""
+        if self._server is None:
+            return
+        self._server.shutdown()  # no new connections
+        if not self.ingestor.drain(grace):
+            log.warning("listener: stores still in flight after %.0f s; closing anyway", grace)
+        for assoc in list(self.ae.active_associations):
+            assoc.abort()
+        self._server = None
+        log.info("listener: stopped")
