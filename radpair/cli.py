@@ -13,6 +13,8 @@ from core.settings import SettingsError
 # Each module has ``register(subparsers)`` adding its subcommands with ``set_defaults(func=...)``.
 COMMAND_MODULES = (
     "radpair.db_commands",
+    "radpair.serve",
+    "radpair.status",
 )
 
 
