@@ -1,0 +1,127 @@
+"""The job queue's state machine on SQLite and a real PostgreSQL: claim, lease, backoff, dead letter."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, session_factory, upgrade
+from core.models import Job, JobState, utcnow
+from pipeline.jobs import JobQueue, QueuePolicy, enqueue
+
+
+@pytest.fixture
+def sessions(database_url: str) -> sessionmaker[Session]:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield session_factory(engine)
+    engine.dispose()
+
+
+def make_due(sessions: sessionmaker[Session], job_id: int) -> None:
+    with sessions.begin() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(next_attempt_at=utcnow()))
+
+
+def test_enqueue_is_idempotent_on_key(sessions: sessionmaker[Session]) -> None:
+    with sessions.begin() as s:
+        assert enqueue(s, "inference", "inference:1.2.3:1", {"a": 1}) is not None
+        assert enqueue(s, "inference", "inference:1.2.3:1", {"a": 2}) is None
+    with sessions() as s:
+        assert s.scalar(select(Job.payload)) == '{"a": 1}'
+
+
+def test_backoff_then_dead_letter_with_last_error(sessions: sessionmaker[Session]) -> None:
+    queue = JobQueue(sessions, QueuePolicy(max_attempts=3, backoff_base=2.0, backoff_max=5.0))
+    with sessions.begin() as s:
+        job_id = enqueue(s, "delivery", "k").id
+    delays = []
+    for attempt in (1, 2):
+        claimed = queue.claim("w1")
+        assert claimed is not None and claimed.attempts == attempt
+        before = utcnow()
+        assert queue.fail(claimed.id, "w1", f"boom {attempt}") is JobState.PENDING
+        assert queue.claim("w1") is None, "a backed-off job is not due yet"
+        with sessions() as s:
+            due = s.get(Job, job_id).next_attempt_at.replace(tzinfo=dt.timezone.utc)
+        delays.append((due - before).total_seconds())
+        make_due(sessions, job_id)
+    assert 1.5 < delays[0] < 2.5 and 3.5 < delays[1] < 4.5, delays
+    claimed = queue.claim("w1")
+    assert queue.fail(claimed.id, "w1", "boom 3") is JobState.DEAD
+    assert queue.claim("w1") is None
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        assert (job.state, job.attempts, job.last_error) == (JobState.DEAD, 3, "boom 3")
+
+
+def test_waiting_for_an_unreachable_peer_uses_no_attempt(sessions: sessionmaker[Session]) -> None:
+    queue = JobQueue(sessions, QueuePolicy(max_attempts=1))
+    with sessions.begin() as s:
+        job_id = enqueue(s, "delivery", "k").id
+    for _ in range(3):
+        claimed = queue.claim("w1")
+        assert queue.wait(claimed.id, "w1", "PACS down")
+        make_due(sessions, job_id)
+    claimed = queue.claim("w1")
+    assert claimed.attempts == 1
+    assert queue.complete(claimed.id, "w1")
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        assert (job.state, job.waits) == (JobState.DONE, 3)
+
+
+def test_expired_lease_returns_job_and_old_owner_cannot_settle(sessions: sessionmaker[Session]) -> None:
+    queue = JobQueue(sessions, QueuePolicy(lease_seconds=60, max_attempts=2))
+    with sessions.begin() as s:
+        job_id = enqueue(s, "inference", "k").id
+    first = queue.claim("dead-worker")
+    assert queue.expire_leases() == 0, "lease still current"
+    assert queue.heartbeat(first.id, "dead-worker")
+    with sessions.begin() as s:
+        s.execute(update(Job).values(lease_expires_at=utcnow() - dt.timedelta(seconds=1)))
+    assert queue.expire_leases() == 1
+    second = queue.claim("w2")
+    assert second.id == job_id and second.attempts == 2
+    assert not queue.heartbeat(job_id, "dead-worker")
+    assert not queue.complete(job_id, "dead-worker")
+    assert queue.complete(job_id, "w2")
+    # A job whose lease expires on its last attempt is dead-lettered, not retried forever.
+    with sessions.begin() as s:
+        other = enqueue(s, "inference", "k2").id
+    for owner in ("a", "b"):
+        queue.claim(owner)
+        with sessions.begin() as s:
+            s.execute(update(Job).where(Job.id == other).values(lease_expires_at=utcnow() - dt.timedelta(seconds=1)))
+        queue.expire_leases()
+    with sessions() as s:
+        job = s.get(Job, other)
+        assert job.state is JobState.DEAD and "expired" in job.last_error
+
+
+def test_concurrent_workers_claim_each_job_once(sessions: sessionmaker[Session]) -> None:
+    queue = JobQueue(sessions, QueuePolicy())
+    with sessions.begin() as s:
+        for i in range(40):
+            enqueue(s, "inference", f"k{i}")
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (job := queue.claim(name)) is not None:
+            with lock:
+                claimed.append(job.id)
+            queue.complete(job.id, name)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
+    with sessions() as s:
+        assert set(s.scalars(select(Job.state))) == {JobState.DONE}
