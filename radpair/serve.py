@@ -1,0 +1,80 @@
+"""``radpair serve``: the long-running service.
+
+The service is a list of components sharing one settings object, one database engine and one
+APScheduler BackgroundScheduler. Each component has ``start(scheduler)`` and ``stop()``; adding a
+subsystem to the service means adding its factory to :data:`COMPONENTS`, nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy import Engine
+
+from core.db import make_engine, upgrade
+from core.settings import Settings
+from listener.server import ListenerService
+from radpair.options import add_settings_options, settings_from_args
+
+log = logging.getLogger("radpair.serve")
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self, scheduler: BaseScheduler) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+# Started in this order, stopped in reverse.
+COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService,)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the DICOM listener and the scheduler until SIGTERM/SIGINT")
+    add_settings_options(p)
+    p.add_argument("--port", type=int, metavar="N", help="listener port (overrides listener.port; 0 = any free)")
+    p.add_argument("--ae-title", metavar="AET", help="listener AE title (overrides listener.ae_title)")
+    p.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args, **{"listener.port": args.port, "listener.ae_title": args.ae_title})
+    logging.getLogger().setLevel(settings.log_level.upper())
+    # pynetdicom logs every request and APScheduler every job run at INFO; radpair logs one line
+    # per association and per study state change instead.
+    for noisy in ("pynetdicom", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    engine = make_engine(settings.database_url, echo=settings.database.echo)
+    upgrade(engine)
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda num, _frame: (log.info("%s received: stopping", signal.Signals(num).name),
+                                                   stop_requested.set()))
+    scheduler = BackgroundScheduler(timezone="UTC")
+    started: list[Component] = []
+    try:
+        for factory in COMPONENTS:
+            component = factory(settings, engine)
+            component.start(scheduler)
+            started.append(component)
+        scheduler.start()
+        log.info("radpair serving (%s); data in %s, database %s", ", ".join(c.name for c in started),
+                 settings.data_dir.resolve(), engine.url.render_as_string(hide_password=True))
+        stop_requested.wait()
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        for component in reversed(started):
+            component.stop()
+        engine.dispose()
+        log.info("radpair stopped")
+    return 0
