@@ -1,0 +1,28 @@
+"""DICOM result objects, all built with highdicom's typed constructors, in new series of the study.
+
+One module per object: :mod:`.seg` (binary SEG of the attention region), :mod:`.pmap`
+(Parametric Map of the continuous attention), :mod:`.sr` (TID 1500 Comprehensive 3D SR),
+:mod:`.sc` (optional Secondary Capture key image). Each writer takes the source series'
+datasets (in any order) and frames aligned with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import version
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Who made a result: the algorithm (name, version = the serving model version) and radpair."""
+
+    algorithm_name: str
+    model_name: str
+    model_version: str
+    manufacturer: str = "radpair"
+    software_version: str = version("radpair")
+    device_serial_number: str = "radpair"
+
+    @property
+    def model_label(self) -> str:
+        return f"{self.model_name} v{self.model_version}"

@@ -1,0 +1,82 @@
+"""The TID 1500 measurement report (Comprehensive 3D SR) a radiologist reads in the viewer.
+
+One measurement group (TID 1411, volumetric ROI) about the SEG's attention region: tracking
+identifier and UID, the predicted class as a qualitative evaluation, its probability as a numeric
+measurement, the finding site (brain, with the tentorial compartment from the study's report
+when it names one), the algorithm identification (name, version = model version). The evidence
+references the source series and the SEG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import highdicom as hd
+from pydicom import Dataset
+from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
+
+from pipeline import codes as rp_codes
+from pipeline.results import Provenance
+
+TITLE = "radpair AI result - research use, not for diagnosis"
+
+
+def build_sr(
+    source: Sequence[Dataset],
+    seg: hd.seg.Segmentation,
+    predicted_class: str,
+    probability: float,
+    location: Code | None,
+    provenance: Provenance,
+    series_uid: str,
+    sop_uid: str,
+    series_number: int,
+    tracking_uid: str,
+    previous_versions: Sequence[Dataset] = (),
+) -> hd.sr.Comprehensive3DSR:
+    """``previous_versions``: this study's earlier radpair SRs, which this one supersedes."""
+    algorithm = hd.sr.AlgorithmIdentification(name=provenance.algorithm_name, version=provenance.model_version,
+                                              family=codes.DCM.ArtificialIntelligence)
+    device = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=tracking_uid.rsplit(".", 1)[0] + ".1", name=provenance.algorithm_name,
+            manufacturer_name=provenance.manufacturer, model_name=provenance.model_label,
+        ),
+    )
+    group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="radpair attention region"),
+        # Built by hand from the SEG's UIDs: ReferencedSegment.from_segmentation cannot read a
+        # single-segment SEG, whose segment identification sits in the shared functional groups.
+        referenced_segment=hd.sr.ReferencedSegment(
+            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
+            source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
+        ),
+        finding_type=codes.SCT.LesionOfBrain,
+        algorithm_id=algorithm,
+        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain, topographical_modifier=location)],
+        measurements=[hd.sr.Measurement(name=rp_codes.CLASS_PROBABILITY, value=round(float(probability), 6),
+                                        unit=codes.UCUM.NoUnits, algorithm_id=algorithm)],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=rp_codes.PREDICTED_CLASS,
+                                                             value=rp_codes.class_code(predicted_class))],
+    )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=device),
+        procedure_reported=codes.LN.BrainMRI,
+        imaging_measurements=[group],
+        referenced_images=list(source),
+    )
+    return hd.sr.Comprehensive3DSR(
+        evidence=[*source, seg],
+        content=report,
+        series_instance_uid=series_uid,
+        series_number=series_number,
+        sop_instance_uid=sop_uid,
+        instance_number=1,
+        manufacturer=provenance.manufacturer,
+        is_complete=True,
+        previous_versions=list(previous_versions) or None,
+        coding_schemes=[rp_codes.SCHEME_IDENTIFICATION],
+        series_description=f"radpair AI report ({provenance.model_label})",
+    )

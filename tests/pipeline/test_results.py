@@ -1,0 +1,118 @@
+"""SR, SEG and Parametric Map built from a real (synthetic) MR series: dciodvfy-clean, highdicom round-trip."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.uid import generate_uid
+
+from pipeline import codes
+from pipeline.results import Provenance
+from pipeline.results.pmap import build_parametric_map
+from pipeline.results.seg import build_seg
+from pipeline.results.sr import build_sr
+from tests.pipeline.series import read_series, write_mr_series
+
+DCIODVFY = shutil.which("dciodvfy")
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    if DCIODVFY is None:
+        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed: run `make sysdeps`")
+    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
+
+
+def text_items(item: pydicom.Dataset):
+    """(scheme, code) -> TextValue of every TEXT content item under ``item``."""
+    for child in item.get("ContentSequence", []):
+        if child.ValueType == "TEXT":
+            concept = child.ConceptNameCodeSequence[0]
+            yield (concept.CodingSchemeDesignator, concept.CodeValue), child.TextValue
+        yield from text_items(child)
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    tmp = tmp_path_factory.mktemp("results")
+    source = read_series(write_mr_series(tmp / "mr"))
+    n, rows, cols = len(source), source[0].Rows, source[0].Columns
+    heat = np.zeros((n, rows, cols), np.float32)
+    heat[4:8, 10:20, 8:16] = np.linspace(0.2, 1.0, 4 * 10 * 8).reshape(4, 10, 8)
+    prov = Provenance("radpair", "radpair_classifier", "7")
+    seg = build_seg(source, heat >= 0.5, prov, generate_uid(), generate_uid(), 9001)
+    pm = build_parametric_map(source, heat, prov, generate_uid(), generate_uid(), 9002)
+    sr = build_sr(source, seg, "BRAF-V600E", 0.8125, codes.LOCATIONS["infratentorial"], prov,
+                  generate_uid(), generate_uid(), 9003, generate_uid())
+    paths = {}
+    for name, ds in (("seg", seg), ("pm", pm), ("sr", sr)):
+        paths[name] = tmp / f"{name}.dcm"
+        ds.save_as(paths[name], enforce_file_format=True)
+    return {"source": source, "heat": heat, "paths": paths}
+
+
+@pytest.mark.parametrize("kind", ["seg", "pm", "sr"])
+def test_dciodvfy_reports_no_errors(written: dict, kind: str) -> None:
+    assert dciodvfy_errors(written["paths"][kind]) == []
+
+
+@pytest.mark.parametrize("kind", ["seg", "pm", "sr"])
+def test_same_study_and_patient_new_series(written: dict, kind: str) -> None:
+    ds = pydicom.dcmread(written["paths"][kind])
+    src = written["source"][0]
+    for attr in ("StudyInstanceUID", "PatientID", "PatientName", "PatientBirthDate", "PatientSex",
+                 "AccessionNumber", "StudyID", "StudyDate"):
+        assert ds[attr].value == src[attr].value, attr
+    assert ds.SeriesInstanceUID != src.SeriesInstanceUID
+    assert "radpair" in ds.SeriesDescription
+
+
+def test_seg_round_trips_and_covers_every_source_frame(written: dict) -> None:
+    seg = hd.seg.segread(written["paths"]["seg"])
+    source = written["source"]
+    assert seg.segmentation_type == hd.seg.SegmentationTypeValues.BINARY
+    assert int(seg.NumberOfFrames) == len(source)
+    sop_uids = [ds.SOPInstanceUID for ds in source]
+    pixels = seg.get_pixels_by_source_instance(sop_uids, segment_numbers=[1])[..., 0]
+    expected = written["heat"] >= 0.5
+    assert pixels.shape == expected.shape
+    assert np.array_equal(pixels.astype(bool), expected)
+    assert seg.get_segment_description(1).segment_label == "Model attention region"
+
+
+def test_parametric_map_keeps_the_heatmap(written: dict) -> None:
+    pm = pydicom.dcmread(written["paths"]["pm"])
+    assert pm.SOPClassUID == "1.2.840.10008.5.1.4.1.1.30"
+    frames = pm.pixel_array
+    by_uid = {ds.SOPInstanceUID: i for i, ds in enumerate(written["source"])}
+    order = [by_uid[f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedSOPInstanceUID]
+             for f in pm.PerFrameFunctionalGroupsSequence]
+    np.testing.assert_allclose(frames, written["heat"][order], atol=1e-6)
+
+
+def test_sr_carries_class_probability_version_site_and_references(written: dict) -> None:
+    sr = hd.sr.srread(written["paths"]["sr"])
+    assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations(name=codes.PREDICTED_CLASS)
+    assert evaluation.value == codes.CLASSES["BRAF-V600E"]
+    (measurement,) = group.get_measurements(name=codes.CLASS_PROBABILITY)
+    assert measurement.value == pytest.approx(0.8125)
+    texts = dict(text_items(group[0]))
+    assert texts[("DCM", "111001")] == "radpair" and texts[("DCM", "111003")] == "7"  # algorithm name, version
+    (site,) = group.finding_sites
+    assert site.value == pydicom.sr.codedict.codes.SCT.Brain
+    assert site.topographical_modifier == codes.LOCATIONS["infratentorial"]
+    seg = pydicom.dcmread(written["paths"]["seg"], stop_before_pixels=True)
+    assert group.reference_type == pydicom.sr.codedict.codes.DCM.ReferencedSegment
+    referenced = {item.ReferencedSOPInstanceUID
+                  for study in sr.CurrentRequestedProcedureEvidenceSequence
+                  for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert seg.SOPInstanceUID in referenced
+    assert {ds.SOPInstanceUID for ds in written["source"]} <= referenced
