@@ -1,0 +1,94 @@
+"""training.losses on hand-made tensors, and gradients through the whole contrastive model."""
+
+from __future__ import annotations
+
+import torch
+
+from training.config import load_config
+from training.contrastive import ContrastiveModel
+from training.losses import (
+    LearnedWeighting,
+    global_triplet_loss,
+    info_nce_loss,
+    semi_hard_negatives,
+    triplet_terms,
+)
+from training.text import clean_report
+
+E = torch.eye(3)
+
+
+def test_triplet_known_answer():
+    # Anchors e0, e1; texts e0 (match), e1. d(pos)=0, d(neg)=1 -> max(0, 0 - 1 + 0.25) = 0.
+    assert float(global_triplet_loss(E[:2], E[:2], margin=0.25, k=1)) == 0.0
+    # Texts swapped: d(pos)=1, d(neg)=0 -> 1.25 per anchor, image + report anchors -> 2.5.
+    loss = global_triplet_loss(E[:2], E[[1, 0]], margin=0.25, k=1)
+    assert abs(float(loss) - 2.5) < 1e-6
+    # Text at 60 degrees from its image (d=0.5) against an orthogonal negative (d=1): 0.5-1+1=0.5.
+    texts = torch.tensor([[0.5, 3**0.5 / 2, 0.0], [0.0, 0.0, 1.0]])
+    images = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    d = 1 - torch.nn.functional.normalize(images) @ torch.nn.functional.normalize(texts).T
+    assert abs(float(triplet_terms(d, margin=1.0, k=1)[0]) - 0.5) < 1e-5
+
+
+def test_semi_hard_picks_the_closer_of_two():
+    # Anchor 0 has exactly two candidates (1 and 2); 2 is closer, whatever the random draw.
+    d = torch.tensor([[0.0, 0.9, 0.2], [0.5, 0.0, 0.5], [0.5, 0.5, 0.0]])
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        assert int(semi_hard_negatives(d, k=2, generator=g)[0]) == 2
+
+
+def test_semi_hard_k2_is_random_subset_and_hard_is_global_min():
+    n = 8
+    d = torch.arange(n * n, dtype=torch.float32).view(n, n)  # column 0 (or 1 for row 0) is the hardest
+    hard = semi_hard_negatives(d, k=n - 1, generator=torch.Generator().manual_seed(0))
+    assert hard.tolist() == [1] + [0] * (n - 1)
+    picks = {int(semi_hard_negatives(d, k=2, generator=torch.Generator().manual_seed(s))[5]) for s in range(30)}
+    assert len(picks) > 2 and 5 not in picks  # varied, never the matching pair
+
+
+def test_location_coefficient_only_on_same_location_negatives():
+    d = torch.tensor([[0.5, 0.3], [0.3, 0.5]])  # every term is 0.5 - 0.3 + 0.25 = 0.45
+    same = triplet_terms(d, 0.25, 1, locations=torch.tensor([1, 1]), location_coefficient=0.5)
+    other = triplet_terms(d, 0.25, 1, locations=torch.tensor([1, 2]), location_coefficient=0.5)
+    assert torch.allclose(same, torch.tensor([0.225, 0.225]))
+    assert torch.allclose(other, torch.tensor([0.45, 0.45]))
+
+
+def test_info_nce_prefers_matching_pairs():
+    good = info_nce_loss(E, E)
+    bad = info_nce_loss(E, E[[1, 2, 0]])
+    assert float(good) < 0.01 < float(bad)
+
+
+def test_learned_weighting_has_gradient():
+    w = LearnedWeighting(2)
+    w([torch.tensor(2.0), torch.tensor(3.0)]).backward()
+    assert w.log_vars.grad is not None and torch.all(w.log_vars.grad != 0)
+
+
+def test_report_cleaning_removes_dates_numbers_punctuation_and_leaks():
+    text = "On 2021-03-04: a 23 mm BRAF-fusion-like mass, KIAA1549 negative; V600E? No."
+    assert clean_report(text) == "on a mm mass negative no"
+
+
+def test_gradients_reach_both_encoders_and_learned_weights():
+    config = load_config(overrides=[
+        "image.depth=10", "image.widths=[8, 16, 32, 64]", "image.frozen_stages=1",
+        "pretrain.embed_dim=16", "text.frozen_layers=4",
+    ])
+    torch.manual_seed(0)
+    model = ContrastiveModel(config)
+    images = torch.randn(4, 1, 32, 32, 32)
+    text = model.text_encoder.tokenize(["left frontal mass", "cerebellar lesion", "no abnormality", "pons mass"])
+    parts = model.loss(model.embed(images, text), torch.tensor([0, 1, 3, 1]), torch.Generator().manual_seed(0))
+    assert set(parts) == {"global", "local", "total"}
+    parts["total"].backward()
+    assert model.image_encoder.backbone.layer4[0].conv1.weight.grad.abs().sum() > 0
+    assert model.image_encoder.backbone.layer3[0].conv1.weight.grad.abs().sum() > 0  # via the local loss
+    assert model.image_encoder.backbone.layer1[0].conv1.weight.grad is None  # frozen
+    assert model.text_encoder.model.encoder.layer[5].attention.self.query.weight.grad.abs().sum() > 0
+    assert model.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad is None  # frozen
+    assert model.weighting.log_vars.grad.abs().sum() > 0
+    assert model.patch_to_words.in_proj_weight.grad.abs().sum() > 0
