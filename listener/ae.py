@@ -5,21 +5,41 @@ from __future__ import annotations
 import socket
 import ssl
 
+from pydicom._uid_dict import UID_dictionary
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, AE
 from pynetdicom.events import Event
-from pynetdicom.sop_class import Verification
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
 
 from core.settings import ListenerSettings
 
 
+STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."
+
+
+def storage_sop_classes() -> list[str]:
+    """pynetdicom's storage SOP classes plus the retired and trial ones in pydicom's UID registry
+    (archives still hold e.g. retired Ultrasound Image Storage, and a PACS forwards them). The
+    extra ones are registered with pynetdicom as Storage Service classes (idempotent)."""
+    current = [context.abstract_syntax for context in AllStoragePresentationContexts]
+    extra = {}
+    for uid, (name, kind, _info, _retired, keyword) in UID_dictionary.items():
+        if uid.startswith(STORAGE_ROOT) and kind == "SOP Class" and "Storage" in name and uid not in current:
+            extra[uid] = keyword or f"StorageSOPClass_{uid.replace('.', '_')}"
+    for uid, keyword in extra.items():
+        if uid_to_service_class(uid) is not StorageServiceClass:
+            register_uid(uid, keyword, StorageServiceClass)
+    return [*current, *extra]
+
+
 def build_ae(settings: ListenerSettings) -> AE:
-    """Verification plus every standard storage SOP class (images incl. enhanced multi-frame,
-    all SR classes, encapsulated PDF, SEG, KOS, parametric maps), each with every transfer
+    """Verification plus every storage SOP class (images incl. enhanced multi-frame, all SR
+    classes, encapsulated PDF, SEG, KOS, parametric maps, retired ones), each with every transfer
     syntax pynetdicom knows, compressed ones included: bytes are stored as they arrive."""
     ae = AE(ae_title=settings.ae_title)
     ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-    for context in AllStoragePresentationContexts:
-        ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
+    for sop_class in storage_sop_classes():
+        ae.add_supported_context(sop_class, ALL_TRANSFER_SYNTAXES)
     ae.maximum_pdu_size = settings.max_pdu
     # Beyond this, pynetdicom answers A-ASSOCIATE-RJ "local limit exceeded".
     ae.maximum_associations = settings.max_associations

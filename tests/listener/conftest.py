@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pynetdicom.dsutils import split_dataset
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -83,9 +84,7 @@ def listener(start_listener: Callable[..., RunningListener]) -> RunningListener:
 
 
 def dataset_bytes(path: Path) -> bytes:
-    """The bytes after the File Meta group (what the sender sent over the network)."""
-    data = path.read_bytes()
-    assert data[128:132] == b"DICM", f"{path} has no DICOM prefix"
-    # (0002,0000) UL group length: tag 4 + VR 2 + length 2, value 4 bytes.
-    group_length = int.from_bytes(data[140:144], "little")
-    return data[144 + group_length:]
+    """The bytes after the File Meta group (what a sender puts on the wire): everything after the
+    last group 0002 element, as pynetdicom and DCMTK split a file."""
+    _meta, offset = split_dataset(path)
+    return path.read_bytes()[offset:]
