@@ -15,6 +15,7 @@ from pydicom.uid import generate_uid
 from pipeline import codes
 from pipeline.results import Provenance
 from pipeline.results.pmap import build_parametric_map
+from pipeline.results.sc import BANNER, build_key_image
 from pipeline.results.seg import build_seg
 from pipeline.results.sr import build_sr
 from tests.pipeline.series import read_series, write_mr_series
@@ -116,3 +117,15 @@ def test_sr_carries_class_probability_version_site_and_references(written: dict)
                   for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
     assert seg.SOPInstanceUID in referenced
     assert {ds.SOPInstanceUID for ds in written["source"]} <= referenced
+
+
+def test_key_image_is_labelled_not_for_diagnosis(tmp_path: Path, written: dict) -> None:
+    sc = build_key_image(written["source"], written["heat"], "BRAF-fusion", 0.77, Provenance("radpair", "m", "2"),
+                         generate_uid(), generate_uid(), 9904)
+    path = tmp_path / "sc.dcm"
+    sc.save_as(path, enforce_file_format=True)
+    assert dciodvfy_errors(path) == []
+    ds = pydicom.dcmread(path)
+    assert ds.BurnedInAnnotation == "YES" and "NOT FOR DIAGNOSIS" in ds.SeriesDescription and "NOT FOR DIAGNOSIS" in BANNER
+    assert ds.StudyInstanceUID == written["source"][0].StudyInstanceUID
+    assert ds.pixel_array.shape[-1] == 3 and ds.pixel_array[..., 0].std() > 0
