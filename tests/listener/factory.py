@@ -1,11 +1,20 @@
-"""Synthetic DICOM instances for listener tests and the ingest benchmark (pydicom, no I/O beyond
-writing the files): one study, one series, ``n`` slices of ``rows``×``cols`` 16-bit pixels."""
+"""Synthetic DICOM for listener tests and the ingest benchmark: image series (pydicom) and
+radiology reports as Enhanced SR (highdicom)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from highdicom.sr import (
+    CodedConcept,
+    ContainerContentItem,
+    ContentSequence,
+    EnhancedSR,
+    RelationshipTypeValues,
+    TextContentItem,
+)
+from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -35,6 +44,10 @@ def make_series(out: Path, n: int, rows: int = 64, cols: int = 64, modality: str
         ds.FrameOfReferenceUID = frame_uid
         ds.PatientID = patient_id
         ds.PatientName = "Test^Patient"
+        ds.PatientBirthDate = "19800101"
+        ds.PatientSex = "F"
+        ds.ReferringPhysicianName = ""
+        ds.Manufacturer = "radpair-tests"
         ds.AccessionNumber = accession
         ds.StudyDate = "20260101"
         ds.StudyTime = "120000"
@@ -55,3 +68,23 @@ def make_series(out: Path, n: int, rows: int = 64, cols: int = 64, modality: str
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)
     return paths
+
+
+def make_report(out: Path, evidence: list[Path], findings: str, impression: str) -> Path:
+    """An Enhanced SR (highdicom) with Findings and Impression sections about ``evidence``: it
+    lands in the evidence's study, with its patient and accession number."""
+    finding = TextContentItem(name=CodedConcept("121071", "DCM", "Finding"), value=findings,
+                              relationship_type=RelationshipTypeValues.CONTAINS)
+    section = ContainerContentItem(name=CodedConcept("121070", "DCM", "Findings"),
+                                   relationship_type=RelationshipTypeValues.CONTAINS)
+    section.ContentSequence = ContentSequence([finding])
+    summary = TextContentItem(name=CodedConcept("121073", "DCM", "Impression"), value=impression,
+                              relationship_type=RelationshipTypeValues.CONTAINS)
+    root = ContainerContentItem(name=CodedConcept("18748-4", "LN", "Diagnostic Imaging Report"))
+    root.ContentSequence = ContentSequence([section, summary])
+    sr = EnhancedSR(evidence=[dcmread(p) for p in evidence], content=root, series_instance_uid=generate_uid(),
+                    series_number=99, sop_instance_uid=generate_uid(), instance_number=1,
+                    manufacturer="radpair-tests")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sr.save_as(out)
+    return out
