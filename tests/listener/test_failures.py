@@ -1,0 +1,134 @@
+"""Refusals: each bad input or failing resource gets its DICOM status, the listener keeps serving,
+and permanent refusals are quarantined with a reason file."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.uid import CTImageStorage
+from pynetdicom import AE, build_context
+from pynetdicom import _config as pynetdicom_config
+from sqlalchemy import Connection, create_engine, func, select, text
+from sqlalchemy.pool import NullPool
+
+from core.models import Instance, QuarantineEntry
+from tests.listener.conftest import RunningListener
+from tests.listener.factory import make_series
+from tests.support.postgres import PostgresServer
+
+
+@pytest.fixture
+def raw_send(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """pynetdicom as a plain client that streams a file's bytes as they are (no re-encoding),
+    under the SOP class / transfer syntax its meta header names: how a broken sender behaves."""
+    monkeypatch.setattr(pynetdicom_config, "STORE_SEND_CHUNKED_DATASET", True)
+
+    def send(listener: RunningListener, path: Path) -> int:
+        meta = dcmread(path, stop_before_pixels=True, force=True).file_meta
+        assoc = AE(ae_title="RAWSEND").associate(
+            "127.0.0.1", listener.port, [build_context(meta.MediaStorageSOPClassUID, [meta.TransferSyntaxUID])],
+            ae_title="RADPAIR")
+        assert assoc.is_established
+        try:
+            return int(assoc.send_c_store(path).Status)
+        finally:
+            assoc.release()
+
+    return send
+
+
+def _quarantine(listener: RunningListener) -> list[QuarantineEntry]:
+    with listener.sessions() as s:
+        return list(s.scalars(select(QuarantineEntry)).all())
+
+
+def test_unparseable_dataset_is_refused_and_quarantined(listener: RunningListener, raw_send, tmp_path: Path) -> None:  # noqa: ANN001
+    (path,) = make_series(tmp_path / "in", 1)
+    data = path.read_bytes()
+    # Keep the meta header and the first elements, then a tag with an absurd length.
+    broken = tmp_path / "broken.dcm"
+    broken.write_bytes(data[:400] + b"\x10\x00\x10\x00PN\xff\xff" + b"garbage")
+    assert raw_send(listener, broken) == 0xC000
+    (entry,) = _quarantine(listener)
+    assert entry.status == 0xC000 and Path(entry.path).is_file()
+    assert "reason:" in Path(entry.path).with_suffix(".txt").read_text()
+    assert listener.echoscu().returncode == 0
+
+
+def test_missing_uid_is_refused(listener: RunningListener, raw_send, tmp_path: Path) -> None:  # noqa: ANN001
+    (path,) = make_series(tmp_path / "in", 1)
+    ds = dcmread(path)
+    del ds.SeriesInstanceUID
+    ds.save_as(path)
+    assert raw_send(listener, path) == 0xC000
+    (entry,) = _quarantine(listener)
+    assert "SeriesInstanceUID is missing" in entry.reason
+
+
+def test_sop_class_mismatch_is_refused(listener: RunningListener, raw_send, tmp_path: Path) -> None:  # noqa: ANN001
+    """The meta header (and so the presentation context) says MR; the dataset says CT."""
+    (path,) = make_series(tmp_path / "in", 1)
+    ds = dcmread(path)
+    ds.SOPClassUID = CTImageStorage
+    ds.save_as(path)
+    assert raw_send(listener, path) == 0xA900
+    assert [e.status for e in _quarantine(listener)] == [0xA900]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs for the instance store (we run as root in CI). Where mounting is not
+    permitted the test is skipped, loudly: ENOSPC is then not provoked for real."""
+    mount = tmp_path / "data0" / "instances"
+    mount.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill the disk for real (need root/CAP_SYS_ADMIN): {done.stderr}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_is_out_of_resources(start_listener, tiny_disk: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    listener = start_listener()
+    assert listener.settings.store_dir == tiny_disk
+    sent = make_series(tmp_path / "in", 200)  # ~1.7 MB: does not fit in 1 MiB
+    result = listener.storescu(*sent)
+    responses = [line for line in result.stderr.splitlines() if "Received Store Response" in line]
+    acked = sum("(Success)" in r for r in responses)
+    assert 0 < acked < 200
+    # storescu names the A7xx family "Refused: OutOfResources" and stops at the first refusal.
+    assert responses[-1].endswith("(Refused: OutOfResources)"), responses[-3:]
+    with listener.sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == acked
+        rows = s.scalars(select(Instance)).all()
+    assert all((listener.settings.store_dir / r.path).is_file() for r in rows)
+    assert _quarantine(listener) == []  # transient: the sender still has it and retries
+    assert listener.echoscu().returncode == 0
+
+
+def test_database_down_is_out_of_resources(start_listener, postgres_server: PostgresServer, tmp_path: Path) -> None:  # noqa: ANN001
+    """PostgreSQL refuses connections (connection limit 0, backends terminated): 0xA700, and the
+    instance is accepted once the database is back."""
+    name = f"radpair_down_{uuid.uuid4().hex[:8]}"
+    listener = start_listener(postgres_server.create_database(name))
+    first, second = make_series(tmp_path / "in", 2)
+    assert "(Success)" in listener.storescu(first).stderr
+    with _admin(postgres_server) as conn:
+        conn.execute(text(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+    refused = listener.storescu(second)
+    assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
+    with _admin(postgres_server) as conn:
+        conn.execute(text(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+    assert "(Success)" in listener.storescu(second).stderr
+    assert listener.echoscu().returncode == 0
+
+
+def _admin(server: PostgresServer) -> Connection:
+    """A superuser connection to the server's maintenance database."""
+    return create_engine(server.url, isolation_level="AUTOCOMMIT", poolclass=NullPool).connect()
