@@ -254,3 +254,105 @@ class Delivery(Base):
     delivered_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
     __table_args__ = (Index("ux_deliveries_result_dest", "result_pk", "destination", unique=True),)
+
+
+# --- retrain: labels, held-out set, runs, model lineage (owned by retraining; migration 0003) ----
+
+
+class Label(Base):
+    """A class label for a study, imported from a CSV (a cohort's labels.csv, a pathology list).
+
+    A site's list may name a study by Study UID, by Accession Number (+ Patient ID) or both; the
+    retraining snapshot matches on whichever is given. Re-importing a key updates its label.
+    """
+
+    __tablename__ = "labels"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_uid: Mapped[str] = mapped_column(String(64), default="", index=True)
+    accession_number: Mapped[str] = mapped_column(String(64), default="", index=True)
+    patient_id: Mapped[str] = mapped_column(String(64), default="")
+    label: Mapped[str] = mapped_column(String(64))
+    # Where it came from (the imported file's name), for the audit of a model's training data.
+    source: Mapped[str] = mapped_column(String(300), default="")
+    imported_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ux_labels_key", "study_uid", "accession_number", "patient_id", unique=True),)
+
+
+class ModelStatus(str, enum.Enum):
+    CANDIDATE = "candidate"
+    SERVING = "serving"
+    REJECTED = "rejected"
+    RETIRED = "retired"
+
+
+class RetrainRun(Base):
+    """One retraining attempt (cron or manual), whatever its outcome.
+
+    The row is also the cross-process lock: ``active`` is 1 while the run is in progress and
+    NULL afterwards, and its unique index lets only one row hold 1 (an atomic insert on SQLite
+    and PostgreSQL alike). A run whose heartbeat is older than the lease is taken over.
+    """
+
+    __tablename__ = "retrain_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(100), default="")
+    active: Mapped[int | None] = mapped_column(Integer, unique=True, default=1)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # "running", "promoted", "rejected", "skipped" (too few new pairs), "failed".
+    outcome: Mapped[str] = mapped_column(String(16), default="running")
+    reason: Mapped[str] = mapped_column(Text, default="")
+    snapshot_size: Mapped[int] = mapped_column(Integer, default=0)
+    new_pairs: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class ModelVersion(Base):
+    """Lineage of one trained model: its data, configuration, held-out metrics and fate.
+
+    ``version`` is the Triton version number in the model repository; a rejected candidate is
+    never exported there and keeps ``version`` NULL (its artifact stays in ``run_dir``).
+    """
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_name: Mapped[str] = mapped_column(String(100))
+    version: Mapped[int | None] = mapped_column(Integer, default=None)
+    # The version that was serving when this one was trained (and that it was gated against).
+    parent_pk: Mapped[int | None] = mapped_column(ForeignKey("model_versions.id"), default=None)
+    retrain_run_pk: Mapped[int | None] = mapped_column(ForeignKey("retrain_runs.id"), index=True, default=None)
+    status: Mapped[ModelStatus] = mapped_column(
+        Enum(ModelStatus, native_enum=False, length=16, values_callable=lambda e: [m.value for m in e]),
+        default=ModelStatus.CANDIDATE,
+    )
+    reason: Mapped[str] = mapped_column(Text, default="")
+    # JSON: the resolved training configuration.
+    run_config: Mapped[str] = mapped_column(Text, default="{}")
+    # JSON: {"studies": [study UIDs], "held_out": [...], "sha256": content hash, "labelled": n}.
+    data_snapshot: Mapped[str] = mapped_column(Text, default="{}")
+    # JSON: held-out metrics (auc, f1, ...).
+    metrics: Mapped[str] = mapped_column(Text, default="{}")
+    run_dir: Mapped[str] = mapped_column(String(500), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    promoted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    retired_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+    parent: Mapped[ModelVersion | None] = relationship(remote_side="ModelVersion.id")
+
+    __table_args__ = (Index("ux_model_versions_name_version", "model_name", "version", unique=True),)
+
+
+class HeldOutStudy(Base):
+    """A study in the fixed held-out set: chosen (by patient) at the first run, never trained on."""
+
+    __tablename__ = "held_out_studies"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_pk: Mapped[int] = mapped_column(ForeignKey("studies.id"), unique=True)
+    retrain_run_pk: Mapped[int] = mapped_column(ForeignKey("retrain_runs.id"))
+    chosen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)

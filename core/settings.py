@@ -144,6 +144,47 @@ class PipelineSettings:
 
 
 @dataclass
+class RetrainSettings:
+    """The retraining job: when it runs, what it needs, and how a candidate is judged."""
+
+    enabled: bool = True
+    # Five crontab fields (minute hour day month day-of-week), or six with seconds first.
+    cron: str = "0 2 * * *"
+    # The time zone the cron expression is read in (an IANA name); never the host's implicit one.
+    timezone: str = "UTC"
+    # A run that could not start on time (radpair was down) still runs if it is at most this late.
+    misfire_grace_time: int = 3600
+    # Several missed runs are run once, not once each.
+    coalesce: bool = True
+    # Paired studies new since the last candidate, below which a run is skipped.
+    min_new_pairs: int = 10
+    # Share of labelled patients put in the held-out set at the first run (fixed thereafter).
+    held_out_fraction: float = 0.25
+    primary_metric: Literal["auc", "f1"] = "auc"
+    # A candidate may be at most this much below the serving version on the primary metric.
+    tolerance: float = 0.02
+    # Training configuration file (TOML/JSON, see `radpair train`); empty: the training defaults.
+    config: str = ""
+    # Run directories; empty: <data_dir>/retrain.
+    runs_dir: str = ""
+    seed: int = 0
+    # A run whose heartbeat is older than this many seconds is abandoned and may be taken over.
+    lock_lease: float = 600.0
+
+    def cron_trigger(self) -> Any:
+        """The APScheduler CronTrigger for ``cron`` in ``timezone``."""
+        from apscheduler.triggers.cron import CronTrigger
+
+        fields = self.cron.split()
+        if len(fields) == 5:
+            return CronTrigger.from_crontab(self.cron, timezone=self.timezone)
+        if len(fields) == 6:
+            names = ("second", "minute", "hour", "day", "month", "day_of_week")
+            return CronTrigger(**dict(zip(names, fields)), timezone=self.timezone)
+        raise ValueError(f"{self.cron!r} has {len(fields)} fields; expected 5 (or 6 with seconds first)")
+
+
+@dataclass
 class Settings:
     data_dir: Path = Path("data")
     log_level: str = "INFO"
@@ -151,6 +192,7 @@ class Settings:
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    retrain: RetrainSettings = field(default_factory=RetrainSettings)
 
     @property
     def database_url(self) -> str:
@@ -282,6 +324,7 @@ def _check(s: Settings) -> None:
     if s.triton.mode == "remote" and not s.triton.url:
         raise SettingsError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
     _check_pipeline(s.pipeline)
+    _check_retrain(s.retrain)
 
 
 def _check_pipeline(p: PipelineSettings) -> None:
@@ -308,3 +351,26 @@ def _check_pipeline(p: PipelineSettings) -> None:
         for name in rule.destinations:
             if name not in names:
                 raise SettingsError(f"settings key 'pipeline.rules[{i}].destinations' names unknown destination {name!r}")
+
+
+def _check_retrain(r: RetrainSettings) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(r.timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(f"settings key 'retrain.timezone' is {r.timezone!r}: not an IANA time zone") from exc
+    try:
+        r.cron_trigger()
+    except ValueError as exc:
+        raise SettingsError(f"settings key 'retrain.cron' is {r.cron!r}: {exc}") from exc
+    if r.min_new_pairs < 0:
+        raise SettingsError("settings key 'retrain.min_new_pairs' must be >= 0")
+    if not 0 < r.held_out_fraction < 1:
+        raise SettingsError("settings key 'retrain.held_out_fraction' must be in (0, 1)")
+    if r.tolerance < 0:
+        raise SettingsError("settings key 'retrain.tolerance' must be >= 0")
+    if r.misfire_grace_time < 1:
+        raise SettingsError("settings key 'retrain.misfire_grace_time' must be >= 1 second")
+    if r.lock_lease <= 0:
+        raise SettingsError("settings key 'retrain.lock_lease' must be > 0 seconds")
