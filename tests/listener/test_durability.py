@@ -1,0 +1,140 @@
+"""Durability of `radpair serve` as a real process: SIGKILL it while storescu streams a few
+hundred instances, restart it, and every instance storescu saw acknowledged is on disk (same
+bytes) and in SQL. Also: SIGTERM stops it cleanly, and `radpair status` reports the archive."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from sqlalchemy import select
+
+from core.db import make_engine, session_factory
+from core.models import Instance
+from tests.listener.conftest import DCMTK_ENV, dataset_bytes, require
+from tests.listener.factory import make_series
+
+RADPAIR = [sys.executable, "-m", "radpair"]
+_LISTENING = re.compile(r"listener: AE \S+ on [\d.]+:(\d+)")
+
+
+class Served:
+    """`radpair serve --port 0` in a subprocess; its log is collected by a thread."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.proc = subprocess.Popen([*RADPAIR, "serve", "--data-dir", str(data_dir), "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "RADPAIR_LISTENER_STABLE_AGE": "1"})
+        self.lines: list[str] = []
+        self.port_ready = threading.Event()
+        self.port = 0
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self.port_ready.wait(60):
+            self.proc.kill()
+            pytest.fail("radpair serve did not start:\n" + "".join(self.lines))
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            if (m := _LISTENING.search(line)) and not self.port_ready.is_set():
+                self.port = int(m.group(1))
+                self.port_ready.set()
+
+    def log(self) -> str:
+        return "".join(self.lines)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[type[Served]]:
+    started: list[Served] = []
+
+    def start(data_dir: Path) -> Served:
+        served = Served(data_dir)
+        started.append(served)
+        return served
+
+    yield start  # type: ignore[misc]
+    for served in started:
+        if served.proc.poll() is None:
+            served.proc.kill()
+            served.proc.wait()
+
+
+def _stream_and_signal(served: Served, files: list[Path], sig: signal.Signals, after: int) -> list[Path]:
+    """storescu the files; send ``sig`` to the service after ``after`` acknowledgements; return
+    the files storescu saw acknowledged (from its -v log: "Sending file" then the response)."""
+    sender = subprocess.Popen([require("storescu"), "-v", "-aec", "RADPAIR", "127.0.0.1", str(served.port),
+                               *map(str, files)], env=DCMTK_ENV, stderr=subprocess.PIPE, text=True)
+    acked: list[Path] = []
+    current: Path | None = None
+    assert sender.stderr is not None
+    for line in sender.stderr:
+        if line.startswith("I: Sending file: "):
+            current = Path(line.removeprefix("I: Sending file: ").strip())
+        elif "Received Store Response (Success)" in line and current is not None:
+            acked.append(current)
+            if len(acked) == after:
+                served.proc.send_signal(sig)
+    sender.wait()
+    return acked
+
+
+def _assert_archived(data_dir: Path, acked: list[Path]) -> None:
+    engine = make_engine(f"sqlite:///{data_dir / 'radpair.db'}")
+    with session_factory(engine)() as s:
+        rows = {r.sop_instance_uid: r for r in s.scalars(select(Instance))}
+    engine.dispose()
+    for path in acked:
+        uid = str(dcmread(path, stop_before_pixels=True).SOPInstanceUID)
+        assert uid in rows, f"acknowledged {path.name} is not in SQL"
+        stored = data_dir / "instances" / rows[uid].path
+        assert dataset_bytes(stored) == dataset_bytes(path), f"acknowledged {path.name}: bytes differ"
+        assert hashlib.sha256(dataset_bytes(stored)).hexdigest() == rows[uid].sha256
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve, tmp_path: Path) -> None:  # noqa: ANN001
+    data_dir = tmp_path / "data"
+    files = make_series(tmp_path / "in", 300)
+    served = serve(data_dir)
+    acked = _stream_and_signal(served, files, signal.SIGKILL, after=100)
+    served.proc.wait()
+    assert 100 <= len(acked) < len(files), f"{len(acked)} acknowledged"
+    _assert_archived(data_dir, acked)
+
+    restarted = serve(data_dir)  # must come up on the same data after the crash
+
+    # The sender retries the whole series: duplicates are harmless, the rest is stored.
+    retry = subprocess.run([require("storescu"), "-v", "-aec", "RADPAIR", "127.0.0.1", str(restarted.port),
+                            *map(str, files)], env=DCMTK_ENV, capture_output=True, text=True, timeout=300)
+    assert retry.stderr.count("Received Store Response (Success)") == len(files)
+
+    restarted.proc.send_signal(signal.SIGTERM)
+    assert restarted.proc.wait(30) == 0
+    time.sleep(0.2)  # let the reader thread drain the last lines
+    assert "radpair stopped" in restarted.log()
+    status = subprocess.run([*RADPAIR, "status", "--data-dir", str(data_dir)], capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert re.search(rf"^instances\s+{len(files)} \(", status.stdout, re.M), status.stdout
+    assert re.search(r"^studies (stable|receiving)\s+1$", status.stdout, re.M), status.stdout
+
+
+def test_sigterm_mid_stream_finishes_in_flight_stores(serve, tmp_path: Path) -> None:  # noqa: ANN001
+    data_dir = tmp_path / "data"
+    files = make_series(tmp_path / "in", 300)
+    served = serve(data_dir)
+    acked = _stream_and_signal(served, files, signal.SIGTERM, after=50)
+    assert served.proc.wait(30) == 0, served.log()
+    assert len(acked) >= 50
+    _assert_archived(data_dir, acked)
