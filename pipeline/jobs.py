@@ -33,6 +33,10 @@ from core.models import Job, JobState, utcnow
 log = logging.getLogger(__name__)
 
 
+class Skip(Exception):
+    """Raised by a handler: the job has nothing to do; the message (why) is kept on the job."""
+
+
 @dataclass(frozen=True)
 class ClaimedJob:
     id: int
@@ -160,6 +164,19 @@ class JobQueue:
             job.state = JobState.PENDING
             job.next_attempt_at = utcnow() + self.policy.backoff(min(job.waits, 30))
             return True
+
+    def running_owners(self) -> set[str]:
+        with self.sessions() as session:
+            return set(session.scalars(select(Job.lease_owner).where(Job.state == JobState.RUNNING).distinct()))
+
+    def release(self, owner: str) -> int:
+        """End the leases of a worker known to be gone (its process died), so its jobs run now."""
+        with self.sessions.begin() as session:
+            result = session.execute(
+                update(Job).where(Job.state == JobState.RUNNING, Job.lease_owner == owner)
+                .values(lease_expires_at=utcnow() - dt.timedelta(seconds=1))
+            )
+        return self.expire_leases() if result.rowcount else 0
 
     def expire_leases(self) -> int:
         """Return running jobs whose worker stopped heartbeating to the queue (or to dead)."""

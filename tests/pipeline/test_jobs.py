@@ -125,3 +125,13 @@ def test_concurrent_workers_claim_each_job_once(sessions: sessionmaker[Session])
     assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 40
     with sessions() as s:
         assert set(s.scalars(select(Job.state))) == {JobState.DONE}
+
+
+def test_release_returns_a_dead_workers_jobs_at_once(sessions: sessionmaker[Session]) -> None:
+    queue = JobQueue(sessions, QueuePolicy(lease_seconds=3600))
+    with sessions.begin() as s:
+        enqueue(s, "inference", "k")
+    queue.claim("host:1:w0")
+    assert queue.running_owners() == {"host:1:w0"}
+    assert queue.release("host:1:w0") == 1
+    assert queue.claim("host:2:w0").attempts == 2

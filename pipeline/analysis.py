@@ -1,0 +1,212 @@
+"""The inference job: one stable study generation → routed series → model → SEG, PM, SR → outbox.
+
+Results are written to the instance store and recorded (with their delivery jobs) in one
+transaction, so what the outbox sends is always a file that exists, and a retried delivery sends
+the very same SOP Instance UIDs. UIDs are derived from (study, generation, object kind, model
+version), so a job re-run after a crash rewrites identical objects instead of new ones.
+
+Late instances make the listener mark the study stable again with a new generation; that
+generation gets its own job and results in new series with new UIDs, the previous generation's
+results are marked superseded, and the new SR lists the old ones as predecessor documents. A job
+for a generation that is no longer the latest is skipped.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import pydicom
+from pydicom import Dataset
+from pydicom.uid import generate_uid
+from sqlalchemy import and_, exists, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.models import Delivery, Instance, Job, Report, Result, Series, Study, StudyState
+from core.preprocess import PreprocessParams
+from core.settings import Settings
+from core.store import InstanceStore
+from pipeline import codes
+from pipeline.inference import predict
+from pipeline.jobs import ClaimedJob, Skip, enqueue
+from pipeline.results import Provenance
+from pipeline.results.pmap import build_parametric_map
+from pipeline.results.sc import build_key_image
+from pipeline.results.seg import build_seg
+from pipeline.results.sr import build_sr
+from pipeline.rules import NoMatch, route, study_series
+
+log = logging.getLogger(__name__)
+
+# Series numbers of radpair's result series (high, so they sort after the acquired series).
+SERIES_NUMBERS = {"seg": 9901, "pm": 9902, "sr": 9903, "sc": 9904}
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """The version Triton serves now, with what it needs: its preprocessing and class names."""
+
+    name: str
+    version: str
+    params: PreprocessParams
+    class_names: tuple[str, ...]
+    infer: Callable[[np.ndarray], Any]
+
+
+class ModelGateway(Protocol):
+    def serving(self, model_name: str) -> ServingModel:
+        """Raise a ConnectionError when the model server is unreachable or the model not ready."""
+
+
+def result_uid(study_uid: str, generation: int, kind: str, model_version: str, what: str) -> str:
+    return generate_uid(entropy_srcs=[study_uid, str(generation), kind, model_version, what])
+
+
+def enqueue_stable_studies(sessions: sessionmaker[Session]) -> int:
+    """One inference job per stable study generation; the job key makes this idempotent."""
+    has_job = exists().where(and_(Job.kind == "inference", Job.study_pk == Study.id,
+                                  Job.generation == Study.stable_generation))
+    with sessions.begin() as session:
+        studies = session.execute(
+            select(Study.id, Study.study_uid, Study.stable_generation)
+            .where(Study.state == StudyState.STABLE, Study.stable_generation > 0, ~has_job)
+        ).all()
+        added = 0
+        for pk, uid, generation in studies:
+            if enqueue(session, "inference", f"inference:{uid}:{generation}", study_pk=pk,
+                       generation=generation) is not None:
+                log.info("study %s generation %d is stable: inference queued", uid, generation)
+                added += 1
+        return added
+
+
+class StudyAnalysis:
+    """Runs inference jobs; ``check_lease`` is called before anything is committed."""
+
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session], store: InstanceStore,
+                 models: ModelGateway) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self.store = store
+        self.models = models
+
+    def __call__(self, job: ClaimedJob, check_lease: Callable[[], None]) -> str:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        with self.sessions() as session:
+            study = session.get(Study, job.study_pk)
+            if study is None:
+                raise Skip("study no longer in the archive")
+            if job.generation != study.stable_generation:
+                raise Skip(f"superseded by generation {study.stable_generation}")
+            if session.scalar(select(Result.id).where(Result.job_pk == job.id).limit(1)) is not None:
+                return "results were already recorded by an earlier attempt"
+            decision = route(self.settings.pipeline.rules, study_series(session, study, self.store))
+            if isinstance(decision, NoMatch):
+                raise Skip(decision.reason)
+            series = session.scalars(select(Series).where(Series.series_uid == decision.series.series_uid)).one()
+            paths = [self.store.absolute(p) for p in
+                     session.scalars(select(Instance.path).where(Instance.series_pk == series.id))]
+            report_text = " ".join(session.scalars(select(Report.text).where(Report.study_pk == study.id)))
+            study_uid = study.study_uid
+        source = _read_source(paths)
+        timings["load"] = time.perf_counter() - start
+
+        model = self.models.serving(decision.rule.model or self.settings.triton.model_name)
+        prediction = predict(paths[0].parent, source, model.params, model.infer, model.class_names)
+        timings.update(prediction.timings)
+
+        start = time.perf_counter()
+        prov = Provenance(self.settings.pipeline.algorithm_name, model.name, prediction.model_version)
+
+        def uids(kind: str) -> tuple[str, str]:
+            return (result_uid(study_uid, job.generation, kind, prov.model_version, "series"),
+                    result_uid(study_uid, job.generation, kind, prov.model_version, "instance"))
+
+        mask = prediction.attention >= self.settings.pipeline.attention_threshold * max(
+            float(prediction.attention.max()), 1e-6)
+        seg = build_seg(source, mask, prov, *uids("seg"), SERIES_NUMBERS["seg"])
+        objects: dict[str, Dataset] = {
+            "seg": seg,
+            "pm": build_parametric_map(source, prediction.attention, prov, *uids("pm"), SERIES_NUMBERS["pm"]),
+        }
+        previous = self._previous_srs(job.study_pk)
+        objects["sr"] = build_sr(
+            source, seg, prediction.predicted_class, prediction.probability,
+            codes.location_from_report(report_text), prov, *uids("sr"), SERIES_NUMBERS["sr"],
+            tracking_uid=result_uid(study_uid, job.generation, "sr", prov.model_version, "tracking"),
+            previous_versions=previous,
+        )
+        if self.settings.pipeline.secondary_capture:
+            objects["sc"] = build_key_image(source, prediction.attention, prediction.predicted_class,
+                                            prediction.probability, prov, *uids("sc"), SERIES_NUMBERS["sc"])
+        timings["build"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        written = {kind: self._write(ds) for kind, ds in objects.items()}
+        timings["write"] = time.perf_counter() - start
+        check_lease()
+        destinations = self._record(job, prediction, prov, decision.rule.destinations, objects, written,
+                                    source[0].SeriesInstanceUID)
+        log.info("study %s gen %d: %s p=%.3f (model %s v%s, series %s) -> %s; %s",
+                 study_uid, job.generation, prediction.predicted_class, prediction.probability, model.name,
+                 prov.model_version, source[0].SeriesInstanceUID, ", ".join(destinations) or "archive only",
+                 " ".join(f"{k}={v:.2f}s" for k, v in timings.items()))
+        return f"{prediction.predicted_class} p={prediction.probability:.3f} v{prov.model_version}"
+
+    def _write(self, ds: Dataset) -> str:
+        relative = self.store.relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+        with io.BytesIO() as buffer:
+            ds.save_as(buffer, enforce_file_format=True)
+            self.store.write(relative, [buffer.getvalue()])
+        return relative
+
+    def _previous_srs(self, study_pk: int) -> list[Dataset]:
+        with self.sessions() as session:
+            paths = session.scalars(select(Result.path).where(
+                Result.study_pk == study_pk, Result.kind == "sr", Result.superseded_by.is_(None)))
+            return [pydicom.dcmread(self.store.absolute(p)) for p in paths
+                    if self.store.absolute(p).is_file()]
+
+    def _record(self, job: ClaimedJob, prediction: Any, prov: Provenance, destinations: Sequence[str],
+                objects: dict[str, Dataset], written: dict[str, str], source_series_uid: str) -> list[str]:
+        with self.sessions.begin() as session:
+            rows = {}
+            for kind, ds in objects.items():
+                rows[kind] = Result(
+                    job_pk=job.id, study_pk=job.study_pk, generation=job.generation, kind=kind,
+                    sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
+                    series_uid=ds.SeriesInstanceUID, source_series_uid=source_series_uid, path=written[kind],
+                    model_name=prov.model_name, model_version=prov.model_version,
+                    predicted_class=prediction.predicted_class, probability=prediction.probability,
+                )
+                session.add(rows[kind])
+            session.flush()
+            for kind, row in rows.items():
+                session.execute(
+                    update(Result)
+                    .where(Result.study_pk == job.study_pk, Result.kind == kind, Result.generation < job.generation,
+                           Result.superseded_by.is_(None))
+                    .values(superseded_by=row.id)
+                )
+                for name in destinations:
+                    delivery_job = enqueue(session, "delivery", f"delivery:{row.sop_instance_uid}:{name}",
+                                           {"result": row.id, "destination": name}, study_pk=job.study_pk,
+                                           generation=job.generation)
+                    if delivery_job is not None:
+                        session.flush()
+                        session.add(Delivery(result_pk=row.id, job_pk=delivery_job.id, destination=name))
+        return list(destinations)
+
+
+def _read_source(paths: Sequence[Any]) -> list[Dataset]:
+    """The selected series' datasets, in slice order along the normal (for stable frame order)."""
+    datasets = [pydicom.dcmread(p) for p in paths]
+    iop = np.asarray(datasets[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    return sorted(datasets, key=lambda ds: float(np.dot(normal, np.asarray(ds.ImagePositionPatient, float))))

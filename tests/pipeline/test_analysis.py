@@ -1,0 +1,141 @@
+"""Inference jobs end to end inside radpair, on SQLite and PostgreSQL: routing, results, outbox, supersede.
+
+The model gateway is a deterministic function standing in for Triton (it attends to the
+brightest voxels); the real Triton path is covered by test_e2e.py. Everything else is real:
+database, store, MONAI preprocessing, highdicom writers, job queue and worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import make_engine, session_factory, upgrade
+from core.models import Delivery, Job, JobState, Result
+from core.preprocess import PreprocessParams
+from core.settings import Settings, load_settings
+from core.store import InstanceStore
+from pipeline import codes
+from pipeline.analysis import ServingModel, StudyAnalysis, enqueue_stable_studies
+from pipeline.jobs import JobQueue, QueuePolicy
+from pipeline.workers import WorkerPool
+from tests.pipeline.archive import add_report, archive_files, mark_stable
+from tests.pipeline.series import write_mr_series
+
+
+class BrightestVoxelModel:
+    """ModelGateway whose "model" attends to the brightest voxels and always says class 1."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def serving(self, model_name: str) -> ServingModel:
+        def infer(batch: np.ndarray) -> SimpleNamespace:
+            self.calls += 1
+            volume = batch[:, 0]
+            return SimpleNamespace(probabilities=np.array([[0.25, 0.75]]),
+                                   attention=(volume >= 0.6 * volume.max()).astype(np.float32), model_version="3")
+        return ServingModel(model_name, "3", PreprocessParams(spatial_size=(32, 32, 32)),
+                            ("BRAF-fusion", "BRAF-V600E"), infer)
+
+
+@pytest.fixture
+def env(database_url: str, tmp_path: Path) -> SimpleNamespace:
+    engine = make_engine(database_url)
+    upgrade(engine)
+    settings = load_settings(None, environ={}, overrides={
+        "data_dir": str(tmp_path / "data"),
+        "pipeline.destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 9}],
+        "pipeline.rules": [{"name": "brain", "body_part": "brain", "orientation": "axial", "destinations": ["pacs"]}],
+    })
+    sessions = session_factory(engine)
+    store = InstanceStore(settings.store_dir)
+    model = BrightestVoxelModel()
+    queue = JobQueue(sessions, QueuePolicy())
+    pool = WorkerPool(queue, {"inference": StudyAnalysis(settings, sessions, store, model)}, 1, 0.1, 5.0)
+    yield SimpleNamespace(settings=settings, sessions=sessions, store=store, model=model, queue=queue, pool=pool,
+                          tmp=tmp_path)
+    engine.dispose()
+
+
+def run_inference(env: SimpleNamespace) -> Job:
+    job = env.queue.claim("test", ("inference",))
+    assert job is not None
+    env.pool.run_one(job, "test")
+    with env.sessions() as s:
+        return s.get(Job, job.id)
+
+
+def results(sessions: sessionmaker[Session], generation: int) -> dict[str, Result]:
+    with sessions() as s:
+        return {r.kind: r for r in s.scalars(select(Result).where(Result.generation == generation))}
+
+
+def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: SimpleNamespace) -> None:
+    study_uid = archive_files(env.sessions, env.store, write_mr_series(env.tmp / "mr", slices=16, rows=40, cols=36))
+    add_report(env.sessions, study_uid, "Findings: an infratentorial mass in the left cerebellar hemisphere.")
+    assert enqueue_stable_studies(env.sessions) == 0, "still receiving"
+    mark_stable(env.sessions, study_uid)
+    assert enqueue_stable_studies(env.sessions) == 1
+    assert enqueue_stable_studies(env.sessions) == 0, "one job per generation"
+
+    assert run_inference(env).state is JobState.DONE
+    first = results(env.sessions, 1)
+    assert set(first) == {"seg", "pm", "sr"}
+    for result in first.values():
+        ds = pydicom.dcmread(env.store.absolute(result.path))
+        assert ds.StudyInstanceUID == study_uid and ds.SOPInstanceUID == result.sop_instance_uid
+        assert (result.predicted_class, result.model_version) == ("BRAF-V600E", "3")
+    sr = hd.sr.srread(env.store.absolute(first["sr"].path))
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    assert group.finding_sites[0].topographical_modifier == codes.LOCATIONS["infratentorial"]
+    with env.sessions() as s:
+        deliveries = s.scalars(select(Delivery)).all()
+        assert sorted(d.result_pk for d in deliveries) == sorted(r.id for r in first.values())
+        assert {s.get(Job, d.job_pk).state for d in deliveries} == {JobState.PENDING}
+
+    # Late instances: the study goes stable again as generation 2 and is reprocessed.
+    mark_stable(env.sessions, study_uid)
+    assert enqueue_stable_studies(env.sessions) == 1
+    assert run_inference(env).state is JobState.DONE
+    second = results(env.sessions, 2)
+    first = results(env.sessions, 1)
+    for kind in ("seg", "pm", "sr"):
+        assert second[kind].sop_instance_uid != first[kind].sop_instance_uid
+        assert second[kind].series_uid != first[kind].series_uid
+        assert first[kind].superseded_by == second[kind].id
+        assert second[kind].superseded_by is None
+    new_sr = pydicom.dcmread(env.store.absolute(second["sr"].path))
+    predecessors = {item.ReferencedSOPInstanceUID for study in new_sr.PredecessorDocumentsSequence
+                    for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert predecessors == {first["sr"].sop_instance_uid}
+    with env.sessions() as s:
+        assert len(s.scalars(select(Delivery)).all()) == 6
+
+
+def test_unmatched_study_is_skipped_with_the_reason(env: SimpleNamespace) -> None:
+    paths = write_mr_series(env.tmp / "mr", slices=4)
+    study_uid = archive_files(env.sessions, env.store, paths)
+    mark_stable(env.sessions, study_uid)
+    enqueue_stable_studies(env.sessions)
+    job = run_inference(env)
+    assert job.state is JobState.SKIPPED
+    assert "rule 'brain'" in job.last_error and "4 instances < 8" in job.last_error
+    assert env.model.calls == 0
+    assert results(env.sessions, 1) == {}
+
+
+def test_job_for_an_outdated_generation_is_skipped(env: SimpleNamespace) -> None:
+    study_uid = archive_files(env.sessions, env.store, write_mr_series(env.tmp / "mr"))
+    mark_stable(env.sessions, study_uid)
+    enqueue_stable_studies(env.sessions)
+    mark_stable(env.sessions, study_uid)
+    job = run_inference(env)
+    assert (job.state, job.last_error) == (JobState.SKIPPED, "superseded by generation 2")
