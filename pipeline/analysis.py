@@ -110,6 +110,7 @@ class StudyAnalysis:
             if isinstance(decision, NoMatch):
                 raise Skip(decision.reason)
             series = session.scalars(select(Series).where(Series.series_uid == decision.series.series_uid)).one()
+            _skip_if_unchanged(session, study.id, series)
             paths = [self.store.absolute(p) for p in
                      session.scalars(select(Instance.path).where(Instance.series_pk == series.id))]
             report_text = " ".join(session.scalars(select(Report.text).where(Report.study_pk == study.id)))
@@ -202,6 +203,20 @@ class StudyAnalysis:
                         session.flush()
                         session.add(Delivery(result_pk=row.id, job_pk=delivery_job.id, destination=name))
         return list(destinations)
+
+
+def _skip_if_unchanged(session: Session, study_pk: int, series: Series) -> None:
+    """A new generation whose analysed series got no instance since the current result was made
+    (e.g. only a report arrived, or the PACS echoed radpair's own results back) is not re-run:
+    that also stops a PACS auto-routing rule from looping results back into a new analysis."""
+    current = session.scalars(select(Result).where(
+        Result.study_pk == study_pk, Result.kind == "sr", Result.superseded_by.is_(None))).first()
+    if current is None or current.source_series_uid != series.series_uid:
+        return
+    newer = session.scalar(select(Instance.id).where(
+        Instance.series_pk == series.id, Instance.received_at > current.created_at).limit(1))
+    if newer is None:
+        raise Skip(f"series {series.series_uid} unchanged since generation {current.generation}'s result")
 
 
 def _read_source(paths: Sequence[Any]) -> list[Dataset]:

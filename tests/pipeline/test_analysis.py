@@ -79,7 +79,8 @@ def results(sessions: sessionmaker[Session], generation: int) -> dict[str, Resul
 
 
 def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: SimpleNamespace) -> None:
-    study_uid = archive_files(env.sessions, env.store, write_mr_series(env.tmp / "mr", slices=16, rows=40, cols=36))
+    paths = write_mr_series(env.tmp / "mr", slices=16, rows=40, cols=36)
+    study_uid = archive_files(env.sessions, env.store, paths[:15])
     add_report(env.sessions, study_uid, "Findings: an infratentorial mass in the left cerebellar hemisphere.")
     assert enqueue_stable_studies(env.sessions) == 0, "still receiving"
     mark_stable(env.sessions, study_uid)
@@ -101,11 +102,19 @@ def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: Simp
         assert sorted(d.result_pk for d in deliveries) == sorted(r.id for r in first.values())
         assert {s.get(Job, d.job_pk).state for d in deliveries} == {JobState.PENDING}
 
-    # Late instances: the study goes stable again as generation 2 and is reprocessed.
+    # Stable again with nothing new in the analysed series (a report, or the PACS echoing radpair's
+    # results back): not re-run, so an auto-routing PACS cannot loop.
+    mark_stable(env.sessions, study_uid)
+    enqueue_stable_studies(env.sessions)
+    unchanged = run_inference(env)
+    assert unchanged.state is JobState.SKIPPED and "unchanged since generation 1" in unchanged.last_error
+
+    # A late instance: the study goes stable again as generation 3 and is reprocessed.
+    archive_files(env.sessions, env.store, paths[15:])
     mark_stable(env.sessions, study_uid)
     assert enqueue_stable_studies(env.sessions) == 1
     assert run_inference(env).state is JobState.DONE
-    second = results(env.sessions, 2)
+    second = results(env.sessions, 3)
     first = results(env.sessions, 1)
     for kind in ("seg", "pm", "sr"):
         assert second[kind].sop_instance_uid != first[kind].sop_instance_uid
