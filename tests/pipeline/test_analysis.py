@@ -25,6 +25,7 @@ from core.store import InstanceStore
 from pipeline import codes
 from pipeline.analysis import ServingModel, StudyAnalysis, enqueue_stable_studies
 from pipeline.jobs import JobQueue, QueuePolicy
+from pipeline.status import pipeline_tables
 from pipeline.workers import WorkerPool
 from tests.pipeline.archive import add_report, archive_files, mark_stable
 from tests.pipeline.series import write_mr_series
@@ -148,3 +149,16 @@ def test_job_for_an_outdated_generation_is_skipped(env: SimpleNamespace) -> None
     mark_stable(env.sessions, study_uid)
     job = run_inference(env)
     assert (job.state, job.last_error) == (JobState.SKIPPED, "superseded by generation 2")
+
+
+def test_status_tables_say_what_happened(env: SimpleNamespace) -> None:
+    study_uid = archive_files(env.sessions, env.store, write_mr_series(env.tmp / "mr", slices=4))
+    mark_stable(env.sessions, study_uid)
+    enqueue_stable_studies(env.sessions)
+    run_inference(env)
+    with env.sessions() as s:
+        jobs, studies, deliveries = pipeline_tables(s)
+    assert jobs[2] == [("inference", "skipped", 1, 0)]
+    (row,) = studies[2]
+    assert row[:3] == (study_uid, 1, "skipped") and "4 instances < 8" in row[4]
+    assert deliveries[2] == []
