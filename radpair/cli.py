@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "radpair.db_commands",
     "radpair.serve",
     "radpair.status",
+    "training.cohort.commands",
 )
 
 
