@@ -21,10 +21,11 @@ ORTHANC = shutil.which("Orthanc")
 class Orthanc:
     """``start()`` / ``stop()`` keep the ports and the storage, so a restart finds its data again."""
 
-    def __init__(self, folder: Path, radpair_port: int | None = None, stable_age: int = 1, aet: str = "ORTHANC") -> None:
+    def __init__(self, folder: Path, radpair_port: int | None = None, stable_age: int = 1, aet: str = "ORTHANC",
+                 dicom_port: int | None = None) -> None:
         self.folder = folder
         self.http_port = free_port()
-        self.dicom_port = free_port()
+        self.dicom_port = dicom_port or free_port()
         self.aet = aet
         config = json.loads((DEPLOY / "orthanc.json").read_text())
         config.update({
