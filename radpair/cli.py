@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "radpair.serve",
     "radpair.status",
     "training.cohort.commands",
+    "radpair.send_command",
 )
 
 

@@ -1,0 +1,197 @@
+"""C-STORE SCU: send DICOM datasets or files to a peer (a PACS, radpair's own listener, storescp).
+
+One association per study, proposing exactly the presentation contexts the instances being sent
+need (their SOP classes, each with its own transfer syntax, plus the other uncompressed ones when
+it is uncompressed, so the peer may pick). A failure of one instance is reported in its
+:class:`StoreOutcome` and never stops the others; only a peer that cannot be associated with at
+all raises :class:`PeerUnavailable`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import socket
+import ssl
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import AE, build_context, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.status import STORAGE_SERVICE_CLASS_STATUS, code_to_category
+
+log = logging.getLogger(__name__)
+
+MAX_CONTEXTS = 128  # PS3.8: presentation context IDs are odd numbers 1..255
+_UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+_STORED = ("Success", "Warning")
+
+
+class PeerUnavailable(ConnectionError):
+    """No association could be established (refused, rejected, timed out); ``outcomes`` holds
+    what earlier associations of the same call did deliver."""
+
+    def __init__(self, message: str, outcomes: Sequence["StoreOutcome"] = ()) -> None:
+        super().__init__(message)
+        self.outcomes = list(outcomes)
+
+
+@dataclass(frozen=True)
+class Peer:
+    host: str
+    port: int
+    called_aet: str
+    calling_aet: str = "RADPAIR"
+    tls: ssl.SSLContext | None = None
+    timeout: float = 30.0  # seconds for association set-up, each response and the network
+
+    def __str__(self) -> str:
+        return f"{self.called_aet}@{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StoreOutcome:
+    sop_instance_uid: str
+    path: Path | None
+    status: int | None  # the peer's C-STORE status; None when no response was received
+    error: str  # empty when stored (success or warning status)
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and code_to_category(self.status) in _STORED
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One instance to send: an in-memory dataset or a file, with what the contexts need."""
+
+    payload: Dataset | Path
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+    study: str
+
+
+def store_datasets(datasets: Iterable[Dataset], peer: Peer) -> list[StoreOutcome]:
+    """C-STORE in-memory datasets, grouped into one association per study, in input order within it."""
+    items, outcomes = [], []
+    for ds in datasets:
+        if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
+            outcomes.append(StoreOutcome(str(ds.get("SOPInstanceUID", "")), None, None, "dataset has no SOP Class/Instance UID"))
+            continue
+        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+        if syntax is None:  # pynetdicom needs one to pick a context; uncompressed is the only safe guess
+            ds = copy.copy(ds)
+            ds.file_meta = FileMetaDataset()
+            ds.file_meta.TransferSyntaxUID = syntax = ExplicitVRLittleEndian
+        items.append(_Item(ds, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax), str(ds.get("StudyInstanceUID", ""))))
+    return outcomes + _store(items, peer)
+
+
+def store_files(paths: Iterable[str | Path], peer: Peer) -> list[StoreOutcome]:
+    """C-STORE DICOM files, grouped into one association per study; unreadable files are reported."""
+    items, outcomes = [], []
+    for raw in paths:
+        path = Path(raw)
+        try:
+            header = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"])
+            meta = header.file_meta
+            items.append(_Item(path, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
+                               str(meta.TransferSyntaxUID), str(header.get("StudyInstanceUID", ""))))
+        except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
+            outcomes.append(StoreOutcome("", path, None, f"not a readable DICOM file with file meta: {exc}"))
+    return outcomes + _store(items, peer)
+
+
+def _contexts(items: Sequence[_Item]) -> list[PresentationContext]:
+    """One context per (SOP class, transfer syntax family) actually being sent."""
+    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
+    for item in items:
+        syntax = UID(item.transfer_syntax)
+        syntaxes = (str(syntax), *(str(s) for s in _UNCOMPRESSED if s != syntax)) if syntax in _UNCOMPRESSED else (str(syntax),)
+        wanted[(item.sop_class, syntaxes)] = None
+    return [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in wanted]
+
+
+def _batches(items: Sequence[_Item]) -> Iterator[list[_Item]]:
+    """Per study, split only when it needs more presentation contexts than one association has."""
+    studies: dict[str, list[_Item]] = defaultdict(list)
+    for item in items:
+        studies[item.study].append(item)
+    for group in studies.values():
+        batch: list[_Item] = []
+        for item in group:
+            if len(_contexts([*batch, item])) > MAX_CONTEXTS:
+                yield batch
+                batch = []
+            batch.append(item)
+        yield batch
+
+
+def _set_nodelay(event: evt.Event) -> None:
+    """EVT_CONN_OPEN: disable Nagle, else each request waits ~40 ms for a delayed ACK on loopback."""
+    if event.assoc.dul.socket is not None and event.assoc.dul.socket.socket is not None:
+        event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _associate(peer: Peer, batch: Sequence[_Item]) -> Association:
+    ae = AE(ae_title=peer.calling_aet)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = peer.timeout
+    tls_args = (peer.tls, peer.host) if peer.tls is not None else None
+    assoc = ae.associate(peer.host, peer.port, contexts=_contexts(batch), ae_title=peer.called_aet,
+                         tls_args=tls_args, evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)])
+    if not assoc.is_established:
+        why = "association rejected by the peer" if assoc.is_rejected else "connection refused, timed out or aborted"
+        raise PeerUnavailable(f"cannot associate with {peer}: {why}")
+    return assoc
+
+
+def _describe(status: int) -> str:
+    category, text = STORAGE_SERVICE_CLASS_STATUS.get(status, (code_to_category(status), ""))
+    return f"{category} 0x{status:04X}" + (f": {text}" if text else "")
+
+
+def _send_one(assoc: Association, item: _Item, msg_id: int) -> StoreOutcome:
+    path = item.payload if isinstance(item.payload, Path) else None
+    if not assoc.is_established:
+        return StoreOutcome(item.sop_instance, path, None, "association lost before this instance was sent")
+    try:
+        response = assoc.send_c_store(item.payload, msg_id=msg_id)
+    except (ValueError, AttributeError, OSError, InvalidDicomError) as exc:
+        return StoreOutcome(item.sop_instance, path, None, f"not sent: {exc}")
+    if "Status" not in response:
+        return StoreOutcome(item.sop_instance, path, None, "no response (timeout or association aborted)")
+    status = int(response.Status)
+    error = "" if code_to_category(status) in _STORED else _describe(status)
+    comment = response.get("ErrorComment")
+    return StoreOutcome(item.sop_instance, path, status, f"{error} ({comment})" if error and comment else error)
+
+
+def _store(items: Sequence[_Item], peer: Peer) -> list[StoreOutcome]:
+    outcomes: list[StoreOutcome] = []
+    for batch in _batches(items):
+        started = time.monotonic()
+        try:
+            assoc = _associate(peer, batch)
+        except PeerUnavailable as exc:
+            raise PeerUnavailable(str(exc), outcomes) from None
+        except (OSError, RuntimeError) as exc:
+            raise PeerUnavailable(f"cannot associate with {peer}: {exc}", outcomes) from exc
+        try:
+            sent = [_send_one(assoc, item, msg_id=i % 65535 + 1) for i, item in enumerate(batch)]
+        finally:
+            if assoc.is_established:
+                assoc.release()
+        failed = sum(1 for outcome in sent if not outcome.ok)
+        log.info("C-STORE %s: study %s, %d instances, %d failed, %.2f s", peer, batch[0].study or "?",
+                 len(sent), failed, time.monotonic() - started)
+        outcomes += sent
+    return outcomes
