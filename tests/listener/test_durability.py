@@ -5,14 +5,10 @@ bytes) and in SQL. Also: SIGTERM stops it cleanly, and `radpair status` reports 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import signal
 import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -23,55 +19,23 @@ from core.db import make_engine, session_factory
 from core.models import Instance
 from tests.listener.conftest import DCMTK_ENV, dataset_bytes, require
 from tests.listener.factory import make_series
-
-RADPAIR = [sys.executable, "-m", "radpair"]
-_LISTENING = re.compile(r"listener: AE \S+ on [\d.]+:(\d+)")
-
-
-class Served:
-    """`radpair serve --port 0` in a subprocess; its log is collected by a thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.proc = subprocess.Popen([*RADPAIR, "serve", "--data-dir", str(data_dir), "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, "RADPAIR_LISTENER_STABLE_AGE": "1"})
-        self.lines: list[str] = []
-        self.port_ready = threading.Event()
-        self.port = 0
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self.port_ready.wait(60):
-            self.proc.kill()
-            pytest.fail("radpair serve did not start:\n" + "".join(self.lines))
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            if (m := _LISTENING.search(line)) and not self.port_ready.is_set():
-                self.port = int(m.group(1))
-                self.port_ready.set()
-
-    def log(self) -> str:
-        return "".join(self.lines)
+from tests.listener.serve_process import RADPAIR, ServeProcess
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[type[Served]]:
-    started: list[Served] = []
+def serve() -> Iterator[Callable[[Path], ServeProcess]]:
+    started: list[ServeProcess] = []
 
-    def start(data_dir: Path) -> Served:
-        served = Served(data_dir)
-        started.append(served)
-        return served
+    def start(data_dir: Path) -> ServeProcess:
+        started.append(ServeProcess(data_dir, env={"RADPAIR_LISTENER_STABLE_AGE": "1"}))
+        return started[-1]
 
-    yield start  # type: ignore[misc]
+    yield start
     for served in started:
-        if served.proc.poll() is None:
-            served.proc.kill()
-            served.proc.wait()
+        served.kill()
 
 
-def _stream_and_signal(served: Served, files: list[Path], sig: signal.Signals, after: int) -> list[Path]:
+def _stream_and_signal(served: ServeProcess, files: list[Path], sig: signal.Signals, after: int) -> list[Path]:
     """storescu the files; send ``sig`` to the service after ``after`` acknowledgements; return
     the files storescu saw acknowledged (from its -v log: "Sending file" then the response)."""
     sender = subprocess.Popen([require("storescu"), "-v", "-aec", "RADPAIR", "127.0.0.1", str(served.port),
@@ -103,7 +67,7 @@ def _assert_archived(data_dir: Path, acked: list[Path]) -> None:
         assert hashlib.sha256(dataset_bytes(stored)).hexdigest() == rows[uid].sha256
 
 
-def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve, tmp_path: Path) -> None:  # noqa: ANN001
+def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve: Callable[[Path], ServeProcess], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     files = make_series(tmp_path / "in", 300)
     served = serve(data_dir)
@@ -119,9 +83,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve, tmp_path: Path
                             *map(str, files)], env=DCMTK_ENV, capture_output=True, text=True, timeout=300)
     assert retry.stderr.count("Received Store Response (Success)") == len(files)
 
-    restarted.proc.send_signal(signal.SIGTERM)
-    assert restarted.proc.wait(30) == 0
-    time.sleep(0.2)  # let the reader thread drain the last lines
+    assert restarted.stop() == 0
     assert "radpair stopped" in restarted.log()
     status = subprocess.run([*RADPAIR, "status", "--data-dir", str(data_dir)], capture_output=True, text=True,
                             timeout=60)
@@ -130,7 +92,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve, tmp_path: Path
     assert re.search(r"^studies (stable|receiving)\s+1$", status.stdout, re.M), status.stdout
 
 
-def test_sigterm_mid_stream_finishes_in_flight_stores(serve, tmp_path: Path) -> None:  # noqa: ANN001
+def test_sigterm_mid_stream_finishes_in_flight_stores(serve: Callable[[Path], ServeProcess], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     files = make_series(tmp_path / "in", 300)
     served = serve(data_dir)
