@@ -80,6 +80,9 @@ class TritonSettings:
     model_name: str = "radpair_classifier"
     timeout: float = 30.0
     startup_timeout: float = 120.0
+    # Client retries on transient errors (refused, 503/UNAVAILABLE), backoff doubling from retry_backoff s.
+    retries: int = 3
+    retry_backoff: float = 0.5
 
 
 @dataclass
@@ -321,6 +324,8 @@ def _check(s: Settings) -> None:
         raise SettingsError("settings keys 'listener.tls_cert' and 'listener.tls_key' go together")
     if lst.tls_require_client_cert and not lst.tls_ca:
         raise SettingsError("settings key 'listener.tls_require_client_cert' needs 'listener.tls_ca'")
+    if s.triton.retries < 0 or s.triton.retry_backoff < 0:
+        raise SettingsError("settings keys 'triton.retries' and 'triton.retry_backoff' must be >= 0")
     if s.triton.mode == "remote" and not s.triton.url:
         raise SettingsError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
     _check_pipeline(s.pipeline)

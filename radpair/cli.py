@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "radpair.status",
     "training.cohort.commands",
     "radpair.send_command",
+    "training.export_commands",
+    "pipeline.model_commands",
 )
 
 

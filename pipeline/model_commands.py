@@ -1,0 +1,103 @@
+"""``radpair model list|load|unload|rollback``: the model versions in the repository and on Triton."""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import sys
+from typing import Any, Callable
+
+from pipeline.triton_client import TritonClient, TritonInferenceError, TritonUnavailable, client_from_settings
+from pipeline.triton_deploy import DeployError, deploy, rollback
+from pipeline.triton_repository import ModelRepository, RepositoryError
+from radpair.options import add_settings_options, settings_from_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    model = sub.add_parser("model", help="model versions: list, load (promote), unload, rollback")
+    model_sub = model.add_subparsers(dest="model_command", required=True)
+    for name, func, helptext in (
+        ("list", _list, "versions in the repository, their metrics, and which one Triton serves"),
+        ("load", _load, "serve a version (default: the one config.pbtxt names); the old serves until it is ready"),
+        ("unload", _unload, "stop serving the model"),
+        ("rollback", _rollback, "serve the version the current one replaced"),
+    ):
+        p = model_sub.add_parser(name, help=helptext)
+        add_settings_options(p)
+        p.add_argument("--name", help="model name (default: triton.model_name)")
+        p.add_argument("--url", help="Triton URL host:port (default: triton.url, else the embedded server's port)")
+        p.add_argument("--repo", metavar="DIR", help="model repository (default: triton.model_repository, else triton_models/)")
+        if name == "load":
+            p.add_argument("--version", type=int, help="version number to serve")
+        p.set_defaults(func=func)
+
+
+def _context(args: argparse.Namespace) -> tuple[TritonClient, ModelRepository]:
+    settings = settings_from_args(args, **{"triton.url": args.url, "triton.model_repository": args.repo})
+    client = client_from_settings(settings, args.name)
+    return client, client.repository
+
+
+def _reported(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Expected failures (Triton down, a version that does not load) as one line, not a traceback."""
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except (DeployError, RepositoryError, TritonUnavailable, TritonInferenceError) as exc:
+            print(f"radpair model {args.model_command}: {exc}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _headline_metrics(card: dict[str, Any]) -> str:
+    metrics = card.get("metrics") or {}
+    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return ", ".join(f"{k}={v:.3g}" for k, v in list(numbers.items())[:4]) or "-"
+
+
+@_reported
+def _list(args: argparse.Namespace) -> int:
+    client, repo = _context(args)
+    name = client.model_name
+    current = repo.current(name)
+    try:
+        serving = set(client.metadata().versions) if client.ready() else set()
+        reachable = True
+    except TritonUnavailable:
+        serving, reachable = set(), False
+    print(f"{name} in {repo.root} (current: {current}; Triton at {client.url}: "
+          f"{'serving ' + ', '.join(sorted(serving, key=int)) if serving else 'not serving' if reachable else 'unreachable'})")
+    for files in repo.versions(name):
+        card = files.card()
+        marks = ("*" if files.version == current else " ") + ("S" if str(files.version) in serving else " ")
+        print(f" {marks} {files.version:>4}  {card.get('created', '?'):<25} {_headline_metrics(card):<50} "
+              f"run {card.get('run', '?')}")
+    print(" (* current in config.pbtxt, S served by Triton)")
+    return 0
+
+
+@_reported
+def _load(args: argparse.Namespace) -> int:
+    client, repo = _context(args)
+    version = args.version if args.version is not None else repo.current(client.model_name)
+    previous = deploy(client, repo, version)
+    print(f"{client.model_name} version {version} serving (was {previous})")
+    return 0
+
+
+@_reported
+def _unload(args: argparse.Namespace) -> int:
+    client, _ = _context(args)
+    client.unload()
+    print(f"{client.model_name} unloaded")
+    return 0
+
+
+@_reported
+def _rollback(args: argparse.Namespace) -> int:
+    client, repo = _context(args)
+    version = rollback(client, repo)
+    print(f"{client.model_name} rolled back to version {version}")
+    return 0
+
