@@ -43,13 +43,15 @@ class Geometry:
     @classmethod
     def axial(cls, shape: tuple[int, int, int], shift: Shift) -> "Geometry":
         fov_plane, fov_slices = shift.fov_mm
-        spacing = (fov_slices / shape[0], fov_plane / shape[1], fov_plane / shape[2])
+        # Rounded so that DS values (16 characters at most) hold them exactly.
+        spacing = (round(fov_slices / shape[0], 6), round(fov_plane / shape[1], 6), round(fov_plane / shape[2], 6))
         row_dir = np.array([1.0, 0.0, 0.0])
         col_dir = np.array([0.0, -1.0 if shift.flip_rows else 1.0, 0.0])
         slice_dir = np.array([0.0, 0.0, -1.0 if shift.descending_slices else 1.0])
         centre = np.zeros(3)
         origin = centre - (row_dir * spacing[2] * (shape[2] - 1) + col_dir * spacing[1] * (shape[1] - 1)
                            + slice_dir * spacing[0] * (shape[0] - 1)) / 2.0
+        origin = np.round(origin, 4)
         return cls(shape, spacing, origin, row_dir, col_dir, slice_dir)
 
     def points(self) -> np.ndarray:
@@ -156,7 +158,7 @@ def write_mr_series(folder: Path, volume: np.ndarray, geometry: Geometry, info: 
         ds.SOPInstanceUID = uid
         ds.InstanceNumber = k + 1
         position = geometry.origin + geometry.slice_dir * geometry.spacing[0] * k
-        ds.ImagePositionPatient = [round(float(v), 4) for v in position]
+        ds.ImagePositionPatient = [float(f"{v:.10g}") for v in position]
         ds.SliceLocation = round(float(position @ np.cross(geometry.row_dir, geometry.col_dir)), 4)
         ds.PixelData = volume[k].tobytes()
         ds.file_meta = FileMetaDataset()

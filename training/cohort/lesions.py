@@ -77,13 +77,13 @@ def sample_lesion(rng: np.random.Generator) -> Lesion:
     fusion = rng.random() < FUSION_PRIOR[location]
     _, centre, max_radius = SITES[site]
     if fusion:
-        radius = rng.normal(14.0, 4.0)
+        radius = rng.normal(16.0, 4.0)
         margin = rng.lognormal(np.log(1.1), 0.45)
         has_cyst = rng.random() < 0.65
         heterogeneity = rng.lognormal(np.log(0.05), 0.5)
         lobe_amplitude = rng.uniform(0.0, 0.18)
     else:
-        radius = rng.normal(11.0, 3.5)
+        radius = rng.normal(13.0, 4.0)
         margin = rng.lognormal(np.log(2.6), 0.4)
         has_cyst = rng.random() < 0.25
         heterogeneity = rng.lognormal(np.log(0.12), 0.5)

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.special import expit
 
 # FLAIR-like relative intensities: CSF suppressed, grey matter a little brighter than white.
-CSF, WM, GM, SCALP, BONE, SKULL_BASE, BRAINSTEM = 0.05, 0.50, 0.62, 0.55, 0.04, 0.18, 0.53
+CSF, WM, GM, SCALP, BONE, SKULL_BASE, BRAINSTEM = 0.05, 0.46, 0.66, 0.55, 0.04, 0.18, 0.52
 
 
 def soft(distance_inside: np.ndarray, width: float) -> np.ndarray:
@@ -82,20 +82,25 @@ class Head:
         image = lerp(image, CSF, inside)
 
         below_tent = self.tentorium(q) - z
-        anterior_base = inside * soft(below_tent - 1.5, width) * soft(-5.0 - y, width)
-        image = lerp(image, SKULL_BASE, anterior_base)
+        # Anterior to the tentorium the cerebrum rests on the skull base: the middle cranial fossa
+        # (temporal lobes) low, the anterior fossa (frontal lobes) higher.
+        base = -32.0 + 14.0 * expit((-38.0 - y) / 5.0)
+        posterior = expit((y + 5.0) / 2.0)
+        above_floor = z - (posterior * self.tentorium(q) + (1.0 - posterior) * base)
+        image = lerp(image, SKULL_BASE, inside * soft(-above_floor, width) * (1.0 - posterior))
 
         cerebrum_depth = ellipsoid_depth(q, np.array([0.0, 3.0, 6.0], np.float32), np.array([59.0, 80.0, 74.0], np.float32))
-        cerebrum = soft(cerebrum_depth, width) * soft(-below_tent - 1.5, width) * inside
+        cerebrum = soft(cerebrum_depth, width) * soft(above_floor - 1.5, width) * inside
         gyri = np.sin(x / 5.0 + self.cortex_phase[0]) * np.sin(y / 6.0 + self.cortex_phase[1]) * np.sin(z / 5.0 + self.cortex_phase[2])
-        white = soft(cerebrum_depth - (4.0 + 2.0 * gyri), width)
+        white = soft(cerebrum_depth - (6.0 + 2.5 * gyri), width)
         image = lerp(image, GM, cerebrum)
         image = lerp(image, WM, cerebrum * white)
+        sulci = cerebrum * soft(gyri - 0.35, 0.1) * soft(9.0 - cerebrum_depth, width)
         fissure = soft(1.3 - np.abs(x), width) * soft(z - 14.0, width) * cerebrum
-        image = lerp(image, CSF, fissure)
+        image = lerp(image, CSF, np.maximum(fissure, sulci))
 
         fossa = inside * soft(below_tent - 1.5, width) * soft(y + 5.0, width)
-        cerebellum_depth = ellipsoid_depth(q, np.array([0.0, 46.0, -38.0], np.float32), np.array([50.0, 32.0, 26.0], np.float32))
+        cerebellum_depth = ellipsoid_depth(q, np.array([0.0, 42.0, -38.0], np.float32), np.array([50.0, 36.0, 26.0], np.float32))
         cerebellum = soft(cerebellum_depth, width) * fossa
         image = lerp(image, GM, cerebellum)
         image = lerp(image, WM, cerebellum * soft(cerebellum_depth - 9.0, width))
@@ -122,7 +127,7 @@ class Head:
             soft(ellipsoid_depth(q, np.array([0.0, 24.0, -33.0], np.float32), np.array([6.0, 3.5 * v, 7.0], np.float32)), width),
         ])
         image = lerp(image, CSF, ventricles)
-        brain = np.clip(np.maximum.reduce([cerebrum, cerebellum, stem, thalami]) - ventricles - fissure, 0.0, 1.0)
+        brain = np.clip(np.maximum.reduce([cerebrum, cerebellum, stem, thalami]) - ventricles - fissure - sulci, 0.0, 1.0)
         return image.astype(np.float32), brain.astype(np.float32)
 
 

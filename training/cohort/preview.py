@@ -23,8 +23,9 @@ def _slices(study: CohortStudy) -> list[tuple[np.ndarray, np.ndarray]]:
         centre = np.round(np.argwhere(mask).mean(axis=0)).astype(int)
     else:
         centre = np.array(mask.shape) // 2
-    # MONAI's array axes are (column: R->L, row, slice: I->S): show radiological views.
-    axial = (np.rot90(image[:, :, centre[2]]), np.rot90(mask[:, :, centre[2]]))
+    # MONAI's array axes are (column: right to left, row: anterior to posterior, slice: up): show
+    # radiological views (axial: anterior up, patient right on the left; sagittal: anterior left).
+    axial = (image[:, :, centre[2]].T, mask[:, :, centre[2]].T)
     sagittal = (np.rot90(image[centre[0], :, :]), np.rot90(mask[centre[0], :, :]))
     return [axial, sagittal]
 
