@@ -19,6 +19,8 @@ COMMAND_MODULES = (
     "radpair.send_command",
     "training.export_commands",
     "pipeline.model_commands",
+    "radpair.retrain",
+    "radpair.labels",
 )
 
 
