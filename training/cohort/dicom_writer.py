@@ -206,6 +206,8 @@ def write_report_sr(path: Path, sections: dict[str, str], evidence: list[Dataset
             setattr(sr, keyword, info.time)
     for item in sr.get("VerifyingObserverSequence", []):
         item.VerificationDateTime = info.date + info.time
+    for item in sr.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = info.date + info.time
     sr.SeriesDescription = "Radiology report"
     path.parent.mkdir(parents=True, exist_ok=True)
     sr.save_as(path, enforce_file_format=True)

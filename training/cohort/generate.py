@@ -2,7 +2,7 @@
 labels.csv, reports.jsonl and manifest.json (layout in :mod:`training.cohort`).
 
 Everything is a function of (seed, shift, study index): each study has its own RNG streams, its
-UIDs are hashed from the same triple under the 2.25 root, and dates are drawn, never read from
+UIDs are name-based UUIDs of the same triple under the 2.25 root, and dates are drawn, never read from
 the clock. So a seed reproduces a cohort byte for byte, in any number of worker processes, and
 two seeds (or two shifts of one seed) never share a UID.
 """
@@ -15,11 +15,11 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pydicom.uid import generate_uid
 from tqdm import tqdm
 
 from training.cohort import GENERATOR_VERSION, LABEL_COLUMNS, NO_LOCATION
@@ -36,6 +36,7 @@ _FAMILY = ("Tremblay", "Nguyen", "Okafor", "Silva", "Kowalski", "Haddad", "Chen"
            "Lindqvist", "Mensah", "Novak", "Garcia", "Sato", "Fraser", "Dubois", "Ali", "Petrov", "Walker")
 _GIVEN = {"F": ("Ava", "Maya", "Zoe", "Amira", "Lea", "Nora", "Ines", "Sofia", "Chloe", "Yuna"),
           "M": ("Liam", "Noah", "Omar", "Lucas", "Ethan", "Kai", "Mateo", "Arjun", "Felix", "Theo")}
+_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/radpair/radpair/cohort")
 _RADIOLOGISTS = ("Referring^Anna", "Referring^Ben", "Referring^Carla", "Referring^David")
 
 
@@ -55,7 +56,8 @@ def _key(spec: CohortSpec, index: int) -> list[int]:
 
 
 def _uid(spec: CohortSpec, index: int, role: str) -> str:
-    return generate_uid(prefix=None, entropy_srcs=["radpair-cohort", str(spec.seed), spec.shift.name, str(index), role])
+    """A UUID-derived UID (PS3.5 B.2) from a name-based (SHA-1, version 5) UUID of the study key."""
+    return f"2.25.{uuid.uuid5(_UID_NAMESPACE, f'{spec.seed}/{spec.shift.name}/{index}/{role}').int}"
 
 
 def _study_info(spec: CohortSpec, index: int, rng: np.random.Generator) -> StudyInfo:
@@ -106,8 +108,6 @@ def generate_study(spec: CohortSpec, index: int) -> tuple[dict, dict]:
     mask = np.zeros(spec.size, dtype=bool)
     if lesion is not None:
         mask = paint_lesion(image, brain, q, lesion, texture_rng, width)
-        if not mask.any():
-            raise RuntimeError(f"study {index}: lesion at {lesion.site} left no voxel in the mask")
     image *= bias_field(q, anatomy_rng, shift.bias_strength)
     image = rician(image, noise_rng, shift.noise_sigma)
     pixels = np.clip(shift.intensity_scale * np.power(image, shift.gamma), 0, 4095).astype(np.uint16)

@@ -113,7 +113,7 @@ def sample_lesion(rng: np.random.Generator) -> Lesion:
 
 def paint_lesion(image: np.ndarray, brain: np.ndarray, q: np.ndarray, lesion: Lesion,
                  rng: np.random.Generator, width: float) -> np.ndarray:
-    """Paint ``lesion`` into ``image`` (in place) and return its boolean mask.
+    """Paint ``lesion`` into ``image`` (in place) and return its boolean mask (never empty).
 
     Work is confined to the voxels within reach of the lesion, which keeps a study's cost
     dominated by the head, not the lesion.
@@ -136,6 +136,9 @@ def paint_lesion(image: np.ndarray, brain: np.ndarray, q: np.ndarray, lesion: Le
         cyst_depth = cyst_radius - np.linalg.norm(offset[near] - cyst_centre, axis=-1)
         values = lerp(values, 0.22, soft(cyst_depth, max(width * 0.5, 0.4)))
     image[near] = lerp(image[near], values, inside)
+    selected = inside >= 0.5
+    if not selected.any():  # a lesion smaller than a voxel of a coarse grid still marks its voxel
+        selected[np.argmax(inside)] = True
     mask = np.zeros(image.shape, dtype=bool)
-    mask[near] = inside >= 0.5
+    mask[near] = selected
     return mask
