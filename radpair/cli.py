@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "pipeline.model_commands",
     "radpair.retrain",
     "radpair.labels",
+    "radpair.demo",
 )
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from core.db import make_engine, upgrade
 from core.settings import Settings
 from listener.server import ListenerService
+from pipeline.service import PipelineService
 from radpair.options import add_settings_options, settings_from_args
 
 log = logging.getLogger("radpair.serve")
@@ -35,7 +36,7 @@ class Component(Protocol):
 
 
 # Started in this order, stopped in reverse.
-COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService,)
+COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService, PipelineService)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

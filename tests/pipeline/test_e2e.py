@@ -1,0 +1,198 @@
+"""End to end with a real PACS: Orthanc auto-routes a study to `radpair serve`, which runs the real
+tritonserver and sends SR + SEG + parametric map back into the same study in Orthanc.
+
+Then the faults, on the same running system: Triton stopped (the job waits, completes when it is
+back), Orthanc stopped while results are pending (delivered once after it restarts, no
+duplicates), radpair SIGKILLed mid-job (the job completes after a restart).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import highdicom as hd
+import pydicom
+import pytest
+from sqlalchemy import select
+
+from core.db import make_engine, session_factory
+from core.models import Delivery, Job, JobState, Study
+from pipeline import codes
+from pipeline.triton_server import TRITON_DIR, ManagedTritonServer
+from tests.listener.serve_process import ServeProcess
+from tests.pipeline.orthanc import ORTHANC, Orthanc
+from tests.pipeline.test_results import dciodvfy_errors, text_items
+from tests.support.postgres import free_port
+from tests.triton.conftest import MODEL, export_small
+from training.cohort import CLASS_NAMES, read_cohort
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(ORTHANC is None, reason="Orthanc (Debian package orthanc) is not installed: run `make sysdeps`"),
+    pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK storescu is not installed: run `make sysdeps`"),
+    pytest.mark.skipif(not (TRITON_DIR / "bin" / "tritonserver").is_file(), reason="tritonserver (nvidia-pytriton) is missing"),
+]
+
+RESULT_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.88.34": "SR",
+                  "1.2.840.10008.5.1.4.1.1.30": "PM"}
+
+
+def wait_for(what: str, check: Callable[[], object], timeout: float = 120.0, every: float = 0.25) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def storescu(files: list[Path], port: int, aet: str) -> None:
+    subprocess.run(["storescu", "-aec", aet, "-aet", "MODALITY", "127.0.0.1", str(port), *map(str, files)],
+                   check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"}, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    cohort_dir = tmp / "cohort"
+    subprocess.run([sys.executable, "-m", "radpair", "cohort", "--out", str(cohort_dir), "--n", "4", "--seed", "11",
+                    "--size", "24", "40", "40"], check=True, capture_output=True, timeout=300)
+    cohort = [s for s in read_cohort(cohort_dir)]
+    repo = tmp / "triton_models"
+    export_small(repo, seed=1)
+    triton = ManagedTritonServer(repo, free_port(), free_port(), free_port(), [MODEL], work_dir=tmp / "triton_work",
+                                 restart_backoff=0.2)
+    triton.start()
+    pacs_port = free_port()
+    env = {
+        "RADPAIR_LISTENER_STABLE_AGE": "1.5",
+        "RADPAIR_LISTENER_STABILITY_CHECK_INTERVAL": "0.25",
+        "RADPAIR_TRITON_MODE": "remote",
+        "RADPAIR_TRITON_URL": triton.http_url,
+        "RADPAIR_TRITON_MODEL_REPOSITORY": str(repo),
+        "RADPAIR_PIPELINE_POLL_INTERVAL": "0.25",
+        "RADPAIR_PIPELINE_HEARTBEAT_INTERVAL": "1.0",
+        "RADPAIR_PIPELINE_LEASE_SECONDS": "4.0",
+        "RADPAIR_PIPELINE_BACKOFF_BASE": "1.5",
+        "RADPAIR_PIPELINE_BACKOFF_MAX": "2.0",
+        "RADPAIR_PIPELINE_DESTINATIONS": f'[{{name = "pacs", ae_title = "PACS", host = "127.0.0.1", port = {pacs_port}}}]',
+        "RADPAIR_PIPELINE_RULES": '[{name = "mr-brain", modality = "MR", orientation = "axial", destinations = ["pacs"]}]',
+    }
+    data_dir = tmp / "radpair"
+    radpair = ServeProcess(data_dir, env=env)
+    pacs = Orthanc(tmp / "orthanc", radpair_port=radpair.port, stable_age=1, aet="PACS", dicom_port=pacs_port).start()
+    engine = make_engine(f"sqlite:///{(data_dir / 'radpair.db').resolve()}")
+    system = SimpleNamespace(tmp=tmp, cohort=cohort, triton=triton, pacs=pacs, radpair=radpair, env=env,
+                             data_dir=data_dir, sessions=session_factory(engine))
+    yield system
+    system.radpair.kill()
+    pacs.stop()
+    triton.stop()
+    engine.dispose()
+
+
+def results_in_pacs(pacs: Orthanc, study_uid: str) -> dict[str, dict]:
+    return {RESULT_CLASSES[i["SOPClassUID"]]: i for i in pacs.instances_of_study(study_uid)
+            if i["SOPClassUID"] in RESULT_CLASSES}
+
+
+def inference_job(system: SimpleNamespace, study_uid: str) -> Job | None:
+    with system.sessions() as s:
+        return s.scalars(select(Job).join(Study, Study.id == Job.study_pk)
+                         .where(Study.study_uid == study_uid, Job.kind == "inference").order_by(Job.id.desc())).first()
+
+
+def test_pacs_autoroutes_a_study_and_gets_sr_seg_pm_in_the_same_study(system: SimpleNamespace) -> None:
+    study = system.cohort[0]
+    mr_files = sorted(study.series_dir.glob("*.dcm"))
+    storescu(mr_files + [study.report_path], system.pacs.dicom_port, "PACS")
+    found = wait_for("SR, SEG and PM in Orthanc", lambda: (r := results_in_pacs(system.pacs, study.study_uid))
+                     and len(r) == 3 and r, timeout=180)
+
+    paths = {kind: system.pacs.download(i["id"], system.tmp / f"{kind}.dcm") for kind, i in found.items()}
+    for kind, path in paths.items():
+        assert dciodvfy_errors(path) == [], kind
+    source_uids = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID for p in mr_files}
+    in_pacs = {i["SOPInstanceUID"] for i in system.pacs.instances_of_study(study.study_uid)}
+    assert source_uids <= in_pacs
+
+    seg = hd.seg.segread(paths["SEG"])
+    assert seg.StudyInstanceUID == study.study_uid and seg.PatientID == study.patient_id
+    assert {uid for _, _, uid in seg.get_source_image_uids()} == source_uids, "SEG references every source slice"
+    pm = pydicom.dcmread(paths["PM"])
+    assert pm.StudyInstanceUID == study.study_uid and pm.AccessionNumber == study.accession_number
+
+    sr = hd.sr.srread(paths["SR"])
+    (group,) = sr.content.get_volumetric_roi_measurement_groups()
+    (evaluation,) = group.get_qualitative_evaluations(name=codes.PREDICTED_CLASS)
+    assert evaluation.value in {codes.CLASSES[c] for c in CLASS_NAMES}
+    (probability,) = group.get_measurements(name=codes.CLASS_PROBABILITY)
+    assert 0.5 <= probability.value <= 1.0
+    texts = dict(text_items(group[0]))
+    assert texts[("DCM", "111003")] == "1", "the serving model version is the algorithm version"
+    referenced = {item.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
+                  for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
+    assert seg.SOPInstanceUID in referenced and source_uids <= referenced
+    if study.location in codes.LOCATIONS:
+        assert group.finding_sites[0].topographical_modifier == codes.LOCATIONS[study.location]
+
+
+def test_triton_down_jobs_wait_then_complete(system: SimpleNamespace) -> None:
+    study = system.cohort[1]
+    system.triton.stop()
+    try:
+        storescu(sorted(study.series_dir.glob("*.dcm")), system.radpair.port, "RADPAIR")
+        job = wait_for("the inference job to wait for Triton",
+                       lambda: (j := inference_job(system, study.study_uid)) and j.waits >= 1 and j, timeout=60)
+        assert job.state is JobState.PENDING and job.attempts == 0
+    finally:
+        system.triton.start()
+    wait_for("results after Triton is back", lambda: len(results_in_pacs(system.pacs, study.study_uid)) == 3, timeout=120)
+    assert inference_job(system, study.study_uid).state is JobState.DONE
+
+
+def test_pacs_down_while_results_pending_then_delivered_once(system: SimpleNamespace) -> None:
+    study = system.cohort[2]
+    system.pacs.stop()
+    try:
+        storescu(sorted(study.series_dir.glob("*.dcm")), system.radpair.port, "RADPAIR")
+        wait_for("deliveries waiting for the PACS", lambda: _waiting_deliveries(system, study.study_uid) == 3, timeout=120)
+    finally:
+        system.pacs.start()
+    found = wait_for("results in Orthanc after its restart",
+                     lambda: (r := results_in_pacs(system.pacs, study.study_uid)) and len(r) == 3 and r, timeout=120)
+    all_uids = [i["SOPInstanceUID"] for i in system.pacs.instances_of_study(study.study_uid)]
+    assert len(all_uids) == len(set(all_uids)) and len(found) == 3
+    with system.sessions() as s:
+        states = set(s.scalars(select(Delivery.state).join(Job, Job.id == Delivery.job_pk)
+                               .join(Study, Study.id == Job.study_pk).where(Study.study_uid == study.study_uid)))
+    assert states == {"delivered"}
+
+
+def _waiting_deliveries(system: SimpleNamespace, study_uid: str) -> int:
+    with system.sessions() as s:
+        return len(s.scalars(select(Job).join(Study, Study.id == Job.study_pk)
+                             .where(Study.study_uid == study_uid, Job.kind == "delivery", Job.waits >= 1)).all())
+
+
+def test_radpair_killed_mid_job_completes_after_restart(system: SimpleNamespace) -> None:
+    study = system.cohort[3]
+    storescu(sorted(study.series_dir.glob("*.dcm")), system.radpair.port, "RADPAIR")
+    wait_for("the inference job to run", lambda: (j := inference_job(system, study.study_uid))
+             and j.state is JobState.RUNNING, timeout=60, every=0.02)
+    system.radpair.proc.send_signal(signal.SIGKILL)
+    system.radpair.proc.wait()
+    assert inference_job(system, study.study_uid).state is JobState.RUNNING, "killed while the job was running"
+    system.radpair = ServeProcess(system.data_dir, env=system.env)
+    wait_for("results after the restart", lambda: len(results_in_pacs(system.pacs, study.study_uid)) == 3, timeout=120)
+    job = inference_job(system, study.study_uid)
+    assert job.state is JobState.DONE and job.attempts == 2
