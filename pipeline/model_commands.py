@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import sys
+from collections.abc import Iterator
 from typing import Any, Callable
 
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.db import current_revision, make_engine, session_factory
+from pipeline.model_lineage import lineage_lines, record_rollback
 from pipeline.triton_client import TritonClient, TritonInferenceError, TritonUnavailable, client_from_settings
 from pipeline.triton_deploy import DeployError, deploy, rollback
 from pipeline.triton_repository import ModelRepository, RepositoryError
@@ -29,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--repo", metavar="DIR", help="model repository (default: triton.model_repository, else triton_models/)")
         if name == "load":
             p.add_argument("--version", type=int, help="version number to serve")
+        if name == "rollback":
+            p.add_argument("--reason", default="", help="why (recorded in the model lineage)")
         p.set_defaults(func=func)
 
 
@@ -74,6 +82,9 @@ def _list(args: argparse.Namespace) -> int:
         print(f" {marks} {files.version:>4}  {card.get('created', '?'):<25} {_headline_metrics(card):<50} "
               f"run {card.get('run', '?')}")
     print(" (* current in config.pbtxt, S served by Triton)")
+    with _lineage(args) as sessions:
+        if sessions is not None:
+            print("lineage (model_versions)\n" + "\n".join(lineage_lines(sessions, name)))
     return 0
 
 
@@ -97,7 +108,25 @@ def _unload(args: argparse.Namespace) -> int:
 @_reported
 def _rollback(args: argparse.Namespace) -> int:
     client, repo = _context(args)
+    retired = repo.current(client.model_name)
     version = rollback(client, repo)
+    with _lineage(args) as sessions:
+        if sessions is not None:
+            record_rollback(sessions, client.model_name, retired, version, args.reason or "radpair model rollback")
     print(f"{client.model_name} rolled back to version {version}")
     return 0
+
+
+@contextlib.contextmanager
+def _lineage(args: argparse.Namespace) -> Iterator[sessionmaker[Session] | None]:
+    """Sessions on the archive holding ``model_versions`` (None when there is no archive yet)."""
+    settings = settings_from_args(args)
+    if not settings.database.url and not (settings.data_dir / "radpair.db").is_file():
+        yield None
+        return
+    engine = make_engine(settings.database_url)
+    try:
+        yield session_factory(engine) if current_revision(engine) is not None else None
+    finally:
+        engine.dispose()
 

@@ -25,6 +25,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,7 @@ def scheduled_retrain() -> None:
     if _service is None:
         log.error("retrain: the cron job fired but no retrain component is running in this process")
         return
-    _service.run_now("cron")
+    _service.start_run("cron")
 
 
 class RetrainService:
@@ -204,6 +205,7 @@ class RetrainService:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         self.engine = engine
+        self._thread: threading.Thread | None = None
 
     def start(self, scheduler: BaseScheduler) -> None:
         global _service
@@ -229,7 +231,17 @@ class RetrainService:
         else:
             log.info("retrain: schedule '%s' (%s) kept; next run %s", r.cron, r.timezone, existing.next_run_time)
 
-    def run_now(self, trigger: str) -> RetrainOutcome | None:
+    def start_run(self, trigger: str) -> None:
+        """Run in a thread of its own: a run takes hours, and must not hold up the scheduler or a
+        shutdown. If radpair stops mid-run, the run's heartbeat stops with it and the next run
+        takes the abandoned run over once ``retrain.lock_lease`` has passed."""
+        if self._thread is not None and self._thread.is_alive():
+            log.info("retrain (%s): not started: this process's previous run is still going", trigger)
+            return
+        self._thread = threading.Thread(target=self.run, args=(trigger,), name="retrain", daemon=True)
+        self._thread.start()
+
+    def run(self, trigger: str) -> RetrainOutcome | None:
         try:
             return run_retrain(self.settings, self.engine, trigger)
         except RetrainBusy as exc:
@@ -242,6 +254,8 @@ class RetrainService:
         global _service
         if _service is self:
             _service = None
+        if self._thread is not None and self._thread.is_alive():
+            log.warning("retrain: stopping during a run; it is abandoned and taken over by the next run")
 
 
 def _job_signature(job: Any) -> tuple[str, str, int, bool]:

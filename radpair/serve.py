@@ -23,6 +23,7 @@ from core.settings import Settings
 from listener.server import ListenerService
 from pipeline.service import PipelineService
 from radpair.options import add_settings_options, settings_from_args
+from radpair.retrain import RetrainService
 
 log = logging.getLogger("radpair.serve")
 
@@ -36,7 +37,7 @@ class Component(Protocol):
 
 
 # Started in this order, stopped in reverse.
-COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService, PipelineService)
+COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService, PipelineService, RetrainService)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

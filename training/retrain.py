@@ -169,6 +169,8 @@ def evaluate_artifact(model_pt: Path, params: PreprocessParams, studies: Sequenc
     y = np.asarray(labels)
     metrics: dict[str, Any] = {"n": int(len(y)), "attention_dice": None,
                                "attention_dice_note": "no ground-truth lesion masks in the archive"}
+    if not np.isfinite(p).all():  # the sanity problems say why; there is nothing to score
+        return Evaluation({**metrics, "auc": None, "f1": None, "accuracy": None}, sorted(set(problems)))
     metrics["auc"] = float(roc_auc_score(y, p[:, 1])) if len(set(y.tolist())) == 2 else None
     metrics["f1"] = float(f1_score(y, p.argmax(1), zero_division=0))
     metrics["accuracy"] = float((p.argmax(1) == y).mean())
