@@ -28,7 +28,7 @@ from typing import Sequence
 import pytriton
 
 from core.settings import Settings
-from pipeline.triton_repository import default_repository
+from pipeline.triton_repository import ModelRepository, default_repository
 
 log = logging.getLogger(__name__)
 
@@ -250,15 +250,38 @@ class ManagedTritonServer:
         self.stop()
 
 
-def managed_server_from_settings(settings: Settings, models: Sequence[str] = ()) -> ManagedTritonServer | None:
+def managed_server_from_settings(settings: Settings) -> ManagedTritonServer | None:
     """The embedded server ``settings.triton`` asks for, or None (``remote`` / ``off``: nothing to start).
 
-    It loads ``triton.model_name`` plus ``models`` (e.g. the routing rules' models); its working
-    folder (backend links, log) is ``<data_dir>/triton``.
+    It loads ``triton.model_name`` and the routing rules' models that the repository holds (a
+    missing one is logged: the pipeline's jobs then wait for it); its working folder (backend
+    links, server log) is ``<data_dir>/triton``.
     """
     t = settings.triton
     if t.mode != "embedded":
         return None
-    names = list(dict.fromkeys([t.model_name, *models]))
-    return ManagedTritonServer(t.model_repository or default_repository(), t.http_port, t.grpc_port, t.metrics_port,
-                               names, work_dir=settings.data_dir / "triton", startup_timeout=t.startup_timeout)
+    repo = ModelRepository(t.model_repository or default_repository())
+    wanted = list(dict.fromkeys([t.model_name, *(r.model for r in settings.pipeline.rules if r.model)]))
+    present = set(repo.models())
+    for name in wanted:
+        if name not in present:
+            log.warning("model %r is not in %s: export one with `radpair export` or `make model`", name, repo.root)
+    return ManagedTritonServer(repo.root, t.http_port, t.grpc_port, t.metrics_port, [n for n in wanted if n in present],
+                               work_dir=settings.data_dir / "triton", startup_timeout=t.startup_timeout)
+
+
+class TritonService:
+    """``radpair serve`` component: the embedded Triton, started before the pipeline and stopped after it."""
+
+    name = "triton"
+
+    def __init__(self, settings: Settings, engine: object = None) -> None:
+        self.server = managed_server_from_settings(settings)
+
+    def start(self, scheduler: object) -> None:
+        if self.server is not None:
+            self.server.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
