@@ -142,13 +142,20 @@ def _set_nodelay(event: evt.Event) -> None:
         event.assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class _NothingAccepted(Exception):
+    """The peer answered but accepted none of the proposed presentation contexts."""
+
+
 def _associate(peer: Peer, batch: Sequence[_Item]) -> Association:
     ae = AE(ae_title=peer.calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = peer.timeout
     tls_args = (peer.tls, peer.host) if peer.tls is not None else None
-    assoc = ae.associate(peer.host, peer.port, contexts=_contexts(batch), ae_title=peer.called_aet,
-                         tls_args=tls_args, evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay)])
+    answered: list[bool] = []
+    assoc = ae.associate(peer.host, peer.port, contexts=_contexts(batch), ae_title=peer.called_aet, tls_args=tls_args,
+                         evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_ACCEPTED, lambda event: answered.append(True))])
     if not assoc.is_established:
+        if answered:  # pynetdicom aborts an accepted association without any usable context
+            raise _NothingAccepted()
         why = "association rejected by the peer" if assoc.is_rejected else "connection refused, timed out or aborted"
         raise PeerUnavailable(f"cannot associate with {peer}: {why}")
     return assoc
@@ -181,6 +188,11 @@ def _store(items: Sequence[_Item], peer: Peer) -> list[StoreOutcome]:
         started = time.monotonic()
         try:
             assoc = _associate(peer, batch)
+        except _NothingAccepted:
+            outcomes += [StoreOutcome(item.sop_instance, item.payload if isinstance(item.payload, Path) else None, None,
+                                      f"{peer} accepted no presentation context for SOP class {item.sop_class} "
+                                      f"in transfer syntax {item.transfer_syntax}") for item in batch]
+            continue
         except PeerUnavailable as exc:
             raise PeerUnavailable(str(exc), outcomes) from None
         except (OSError, RuntimeError) as exc:

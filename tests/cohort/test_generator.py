@@ -104,10 +104,10 @@ def test_external_shift_changes_the_acquisition(cohort: Path, shifted_cohort: Pa
 
 
 def test_label_statistics_match_the_priors(tmp_path: Path) -> None:
-    """200 studies at 16^3 (labels do not depend on the size): joint location x class counts and
+    """200 studies at 8x12x12 (labels do not depend on the size): joint location x class counts and
     lesion-free count against the configured priors (chi-square)."""
     n, free = 200, 0.1
-    studies = read_cohort(make_cohort(tmp_path / "big", n=n, seed=2024, size=(16, 16, 16), workers=2,
+    studies = read_cohort(make_cohort(tmp_path / "big", n=n, seed=2024, size=(8, 12, 12), workers=2,
                                       lesion_free_fraction=free))
     observed, expected = [], []
     for location in LOCATIONS:
