@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,65 +40,64 @@ class StoredInstance:
 
 @dataclass(frozen=True)
 class Indexed:
-    outcome: Literal["stored", "duplicate", "conflict"]
-    instance: StoredInstance
+    """What archiving did. "stored": a new instance; "replaced": a changed re-send overwrote
+    ``previous``; "duplicate": the same bytes were already archived (nothing written);
+    "kept_first": other bytes were already archived and the policy keeps them (nothing written)."""
+
+    outcome: Literal["stored", "replaced", "duplicate", "kept_first"]
+    previous: StoredInstance | None = None
 
 
 class Archive:
     """Indexes instances. One per process; safe to call from every association's thread."""
 
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
+    def __init__(self, sessions: sessionmaker[Session], replace_changed: bool) -> None:
         self._sessions = sessions
+        self.replace_changed = replace_changed
         # Series UID -> (series pk, study pk): rows are never deleted, so after the first
         # instance of a series the rest need no look-ups.
         self._series: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
-    def find(self, sop_instance_uid: str) -> StoredInstance | None:
-        """The archived instance with this SOP Instance UID, if any."""
-        return self._retrying(lambda s: self._find(s, sop_instance_uid))
+    def archive(self, header: InstanceHeader, path: str, size: int, sha256: str, calling_ae: str,
+                association_pk: int | None, report: ParsedReport | None, write: Callable[[], None]) -> Indexed:
+        """In one transaction: look the SOP Instance UID up, call ``write`` (the fsync'd file
+        write) if the instance is new or is to be replaced, insert or update its row, commit.
 
-    def add(self, header: InstanceHeader, path: str, size: int, sha256: str, calling_ae: str,
-            association_pk: int | None, report: ParsedReport | None,
-            replace: StoredInstance | None = None) -> Indexed:
-        """Insert the instance (or overwrite ``replace``'s row) and commit.
-
-        Returns "stored" on success; "duplicate"/"conflict" when another association archived
-        the same SOP Instance UID first with the same/other bytes (then nothing was written).
+        One transaction per instance, not a look-up and then an insert: half the round trips.
+        On SQLite the write lock is held while the file is written, which only serialises what
+        SQLite serialises anyway. An OSError from ``write`` propagates with nothing committed.
         """
         def work(session: Session) -> Indexed:
+            previous = self._find(session, header.sop_instance_uid)
+            if previous is not None and previous.sha256 == sha256:
+                return Indexed("duplicate", previous)
+            if previous is not None and not self.replace_changed:
+                return Indexed("kept_first", previous)
+            write()
             now = utcnow()
             series_pk, study, pending = self._series_of(session, header, now)
             self._touch(session, study, header.study_uid, now)
-            if replace is not None:
-                row = session.get_one(Instance, replace.pk)
+            values = dict(sop_class_uid=header.sop_class_uid, series_pk=series_pk,
+                          instance_number=header.instance_number, transfer_syntax_uid=header.transfer_syntax_uid,
+                          path=path, size=size, sha256=sha256, received_at=now, calling_ae=calling_ae[:16],
+                          association_pk=association_pk)
+            # Core-level statements through the session: one INSERT/UPDATE, no unit-of-work
+            # bookkeeping on the hot path.
+            if previous is not None:
+                session.execute(update(Instance).where(Instance.id == previous.pk).values(**values))
             else:
-                row = Instance(sop_instance_uid=header.sop_instance_uid)
-                session.add(row)
-            row.sop_class_uid = header.sop_class_uid
-            row.series_pk = series_pk
-            row.instance_number = header.instance_number
-            row.transfer_syntax_uid = header.transfer_syntax_uid
-            row.path = path
-            row.size = size
-            row.sha256 = sha256
-            row.received_at = now
-            row.calling_ae = calling_ae[:16]
-            row.association_pk = association_pk
+                session.execute(insert(Instance).values(sop_instance_uid=header.sop_instance_uid, **values))
             if report is not None:
                 save_report(session, report, header.sop_instance_uid, header.study_uid,
                             header.accession_number, header.patient_id)
-            session.flush()
             session.commit()
             if pending:
                 with self._lock:
                     self._series[header.series_uid] = (series_pk, study)
-            return Indexed("stored", StoredInstance(row.id, sha256, path))
+            return Indexed("stored" if previous is None else "replaced", previous)
 
-        try:
-            return self._retrying(work, raced=lambda s: self._raced(s, header.sop_instance_uid, sha256))
-        except _Raced as raced:
-            return raced.result
+        return self._retrying(work)
 
     # -- internals -------------------------------------------------------------------------
 
@@ -108,12 +107,6 @@ class Archive:
             select(Instance.id, Instance.sha256, Instance.path).where(Instance.sop_instance_uid == sop_instance_uid)
         ).first()
         return StoredInstance(*row) if row else None
-
-    def _raced(self, session: Session, sop_instance_uid: str, sha256: str) -> Indexed | None:
-        found = self._find(session, sop_instance_uid)
-        if found is None:
-            return None
-        return Indexed("duplicate" if found.sha256 == sha256 else "conflict", found)
 
     def _series_of(self, session: Session, h: InstanceHeader, now) -> tuple[int, int, bool]:  # noqa: ANN001
         with self._lock:
@@ -164,7 +157,10 @@ class Archive:
         else:
             session.execute(update(Study).where(Study.id == study_pk).values(last_received_at=now))
 
-    def _retrying(self, work: Callable[[Session], T], raced: Callable[[Session], Indexed | None] | None = None) -> T:
+    def _retrying(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a fresh session; retry when the database is busy or unreachable, or
+        when a concurrent transaction inserted the same study/series/instance first (the retry
+        then finds it)."""
         delay = 0.05
         for attempt in range(1, ATTEMPTS + 1):
             with self._sessions() as session:
@@ -174,8 +170,6 @@ class Archive:
                     session.rollback()
                     with self._lock:
                         self._series.clear()
-                    if raced is not None and (result := raced(session)) is not None:
-                        raise _Raced(result) from None
                     if attempt == ATTEMPTS:
                         raise
                 except (OperationalError, InterfaceError) as exc:
@@ -186,8 +180,3 @@ class Archive:
             time.sleep(delay)
             delay *= 2
         raise AssertionError("unreachable")
-
-
-class _Raced(Exception):
-    def __init__(self, result: Indexed) -> None:
-        self.result = result

@@ -52,14 +52,11 @@ class StoreRefused(Exception):
 class Ingestor:
     """Bound to EVT_C_STORE. One per listener; called concurrently from association threads."""
 
-    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail,
-                 on_changed_duplicate: str) -> None:
+    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail) -> None:
         self.store = store
         self.archive = archive
         self.quarantine = quarantine
         self.audit = audit
-        self.replace_changed = on_changed_duplicate == "replace"
-        # One SOP Instance UID is never ingested by two threads at once (find → write → index).
         self._uid_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._inflight = 0
         self._draining = False
@@ -127,35 +124,29 @@ class Ingestor:
         if header.sop_instance_uid != str(event.request.AffectedSOPInstanceUID):
             raise StoreRefused(CANNOT_UNDERSTAND, "SOP Instance UID differs from the request's", quarantine=True)
         sha256 = hashlib.sha256(raw).hexdigest()
+        relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_instance_uid)
+        report = self._report(data, header.sop_class_uid, header.sop_instance_uid)
+        # One SOP Instance UID is never ingested by two threads at once (look-up → write → row).
         with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
             try:
-                existing = self.archive.find(header.sop_instance_uid)
+                indexed = self.archive.archive(header, relative, len(data), sha256, calling_ae, association_pk,
+                                               report, write=lambda: self.store.write(relative, (data,)))
             except ArchiveUnavailable as exc:
                 raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
-            if existing is not None and existing.sha256 == sha256:
-                return "duplicate"
-            if existing is not None and not self.replace_changed:
-                self.quarantine.keep(raw, "changed re-send of an archived instance: kept the first version",
-                                     SUCCESS, calling_ae, "", header.sop_instance_uid)
-                return "duplicate"
-            relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_instance_uid)
-            try:
-                self.store.write(relative, (data,))
             except OSError as exc:
                 raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
                                    quarantine=False) from exc
-            report = self._report(data, header.sop_class_uid, header.sop_instance_uid)
-            try:
-                indexed = self.archive.add(header, relative, len(data), sha256, calling_ae, association_pk,
-                                           report, replace=existing)
-            except ArchiveUnavailable as exc:
-                raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
-        if existing is not None:
+        if indexed.outcome == "kept_first":
+            log.warning("instance %s re-sent with other bytes: kept the first (on_changed_duplicate=keep_first)",
+                        header.sop_instance_uid)
+            self.quarantine.keep(raw, "changed re-send of an archived instance: kept the first version",
+                                 SUCCESS, calling_ae, "", header.sop_instance_uid)
+        elif indexed.outcome == "replaced":
             log.warning("instance %s re-sent with other bytes: replaced (on_changed_duplicate=replace)",
                         header.sop_instance_uid)
-            if existing.path != relative:
-                self.store.absolute(existing.path).unlink(missing_ok=True)
-        return "stored" if indexed.outcome == "stored" else "duplicate"
+            if indexed.previous is not None and indexed.previous.path != relative:
+                self.store.absolute(indexed.previous.path).unlink(missing_ok=True)
+        return "stored" if indexed.outcome in ("stored", "replaced") else "duplicate"
 
     @staticmethod
     def _report(data: bytes, sop_class_uid: str, sop_instance_uid: str) -> ParsedReport | None:

@@ -40,9 +40,9 @@ class ListenerService:
         self.access = AccessPolicy(lst)  # refuses an unsafe configuration before anything starts
         self.sessions = session_factory(engine)
         self.audit = AuditTrail(self.sessions, lst.ae_title)
-        self.ingestor = Ingestor(InstanceStore(settings.store_dir), Archive(self.sessions),
-                                 Quarantine(settings.quarantine_dir, self.sessions), self.audit,
-                                 lst.on_changed_duplicate)
+        self.ingestor = Ingestor(InstanceStore(settings.store_dir),
+                                 Archive(self.sessions, replace_changed=lst.on_changed_duplicate == "replace"),
+                                 Quarantine(settings.quarantine_dir, self.sessions), self.audit)
         self.ae = build_ae(lst)
         self._server: ThreadedAssociationServer | None = None
 

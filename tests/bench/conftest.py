@@ -21,6 +21,9 @@ def _bench_requested(config: pytest.Config) -> bool:
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Module | None:
+    # A bench file named on the command line is collected by pytest itself already.
+    if parent.session.isinitpath(file_path):
+        return None
     if file_path.suffix == ".py" and file_path.name.startswith("bench_") and _bench_requested(parent.config):
         return pytest.Module.from_parent(parent, path=file_path)
     return None

@@ -69,11 +69,11 @@ def _assert_archived(data_dir: Path, acked: list[Path]) -> None:
 
 def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve: Callable[[Path], ServeProcess], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    files = make_series(tmp_path / "in", 300)
+    files = make_series(tmp_path / "in", 240)
     served = serve(data_dir)
-    acked = _stream_and_signal(served, files, signal.SIGKILL, after=100)
+    acked = _stream_and_signal(served, files, signal.SIGKILL, after=80)
     served.proc.wait()
-    assert 100 <= len(acked) < len(files), f"{len(acked)} acknowledged"
+    assert 80 <= len(acked) < len(files), f"{len(acked)} acknowledged"
     _assert_archived(data_dir, acked)
 
     restarted = serve(data_dir)  # must come up on the same data after the crash
@@ -94,9 +94,9 @@ def test_sigkill_mid_stream_loses_no_acknowledged_instance(serve: Callable[[Path
 
 def test_sigterm_mid_stream_finishes_in_flight_stores(serve: Callable[[Path], ServeProcess], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    files = make_series(tmp_path / "in", 300)
+    files = make_series(tmp_path / "in", 120)
     served = serve(data_dir)
-    acked = _stream_and_signal(served, files, signal.SIGTERM, after=50)
+    acked = _stream_and_signal(served, files, signal.SIGTERM, after=40)
     assert served.proc.wait(30) == 0, served.log()
-    assert len(acked) >= 50
+    assert len(acked) >= 40
     _assert_archived(data_dir, acked)
