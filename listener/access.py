@@ -61,7 +61,6 @@ class AccessPolicy:
         calling = assoc.requestor.primitive.calling_ae_title.strip()
         address = assoc.requestor.address
         if not self.allows(calling, address):
-            log.warning("association from %s@%s rejected: calling AE not in the allow-list", calling, address)
             assoc.acse.send_reject(*REJECT_UNKNOWN_CALLING_AE)
             evt.trigger(assoc, evt.EVT_REJECTED, {})
             assoc.kill()

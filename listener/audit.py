@@ -20,6 +20,14 @@ from core.models import Association, utcnow
 
 log = logging.getLogger(__name__)
 
+# A-ASSOCIATE-RJ (source, diagnostic) -> words, for the audit row and the log.
+REJECT_REASONS = {
+    (0x01, 0x03): "calling AE title not recognised",
+    (0x01, 0x07): "called AE title not recognised",
+    (0x03, 0x02): "local limit exceeded",
+    (0x03, 0x01): "temporary congestion",
+}
+
 
 @dataclass
 class AssociationStats:
@@ -57,8 +65,11 @@ class AuditTrail:
     def on_rejected(self, event: Event) -> None:
         assoc = event.assoc
         calling = assoc.requestor.primitive.calling_ae_title.strip() if assoc.requestor.primitive else ""
+        rj = assoc.acceptor.primitive
+        reason = REJECT_REASONS.get((rj.result_source, rj.diagnostic), "rejected") if rj else "rejected"
         stats = AssociationStats(calling, assoc.requestor.address, assoc.requestor.port)
-        self._insert(stats, "rejected: calling AE not recognised", ended=True)
+        log.warning("association %s@%s:%d rejected: %s", calling, stats.address, stats.port, reason)
+        self._insert(stats, f"rejected: {reason}", ended=True)
 
     def on_closed(self, event: Event) -> None:
         """EVT_CONN_CLOSE: finish the row and log the association's one line."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydicom import dcmread
+from pynetdicom import AE, build_context
+from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
 
 from core.models import Association, Instance, Patient, Series, Study
@@ -103,10 +105,25 @@ def test_unknown_calling_ae_is_rejected(start_listener, tmp_path: Path) -> None:
     assert running.echoscu(calling="PACS").returncode == 0
     with running.sessions() as s:
         outcomes = s.scalars(select(Association.outcome).order_by(Association.id)).all()
-    assert outcomes[0].startswith("rejected") and outcomes[1] == "released"
+    assert outcomes == ["rejected: calling AE title not recognised", "released"]
 
 
 def test_allow_list_pins_the_host(start_listener) -> None:  # noqa: ANN001
     running = start_listener(**{"listener.allowed_peers": [{"ae_title": "PACS", "host": "10.9.9.9"}],
                                 "listener.accept_any_calling_ae": False})
     assert running.echoscu(calling="PACS").returncode != 0
+
+
+def test_association_limit(start_listener) -> None:  # noqa: ANN001
+    running = start_listener(**{"listener.max_associations": 1})
+    held = AE(ae_title="HOLDER").associate("127.0.0.1", running.port, [build_context(Verification)],
+                                           ae_title="RADPAIR")
+    assert held.is_established
+    try:
+        assert running.echoscu().returncode != 0
+    finally:
+        held.release()
+    assert running.echoscu().returncode == 0
+    with running.sessions() as s:
+        outcomes = s.scalars(select(Association.outcome).order_by(Association.id)).all()
+    assert "rejected: local limit exceeded" in outcomes
