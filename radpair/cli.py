@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "radpair.retrain",
     "radpair.labels",
     "radpair.demo",
+    "training.commands",
 )
 
 

@@ -86,6 +86,13 @@ class ContrastiveModel(nn.Module):
             out["text_weighted"] = masked_mean(words_weighted, word_mask)
         return out
 
+    def forward(
+        self, images: torch.Tensor, text: dict[str, torch.Tensor] | torch.Tensor, locations: torch.Tensor,
+        generator: torch.Generator,
+    ) -> dict[str, torch.Tensor]:
+        """Embed this rank's rows and return the global-batch losses (a DDP-friendly forward)."""
+        return self.loss(self.embed(images, text), locations, generator)
+
     def loss(self, embedded: dict[str, torch.Tensor], locations: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Losses over the global batch (all ranks' rows); ``total`` is what is optimised."""
         p = self.config.pretrain
