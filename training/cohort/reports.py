@@ -142,7 +142,9 @@ def lesion_report(lesion: Lesion, size: Measurement, volume_mm3: float, style: s
     if rng.random() < 0.5:
         details.append(f"Estimated volume {_pick(rng, ('approximately', 'about', 'roughly'))} {volume_mm3 / 1000:.1f} mL.")
     rng.shuffle(details)
-    background = list(rng.choice(_NORMAL_FINDINGS[style], size=int(rng.integers(1, 4)), replace=False))
+    dilated = any("ydrocephalus." in d and not d.startswith("No") or "ventriculomegaly" in d for d in details)
+    pool = [s for s in _NORMAL_FINDINGS[style] if s not in details and not (dilated and "entric" in s)]
+    background = list(rng.choice(pool, size=int(rng.integers(1, 4)), replace=False))
     findings += details + background + ([_pick(rng, ("No additional lesions are identified.", "No other focal abnormality."))]
                                         if rng.random() < 0.6 else [])
     hedge = _pick(rng, ("most consistent with", "likely representing", "suggestive of", "in keeping with", "favoured to represent"))
