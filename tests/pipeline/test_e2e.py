@@ -89,6 +89,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
     }
     data_dir = tmp / "radpair"
     radpair = ServeProcess(data_dir, env=env)
+    assert radpair.port, "radpair serve did not start:\n" + radpair.log()
     pacs = Orthanc(tmp / "orthanc", radpair_port=radpair.port, stable_age=1, aet="PACS", dicom_port=pacs_port).start()
     engine = make_engine(f"sqlite:///{(data_dir / 'radpair.db').resolve()}")
     system = SimpleNamespace(tmp=tmp, cohort=cohort, triton=triton, pacs=pacs, radpair=radpair, env=env,
