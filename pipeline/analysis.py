@@ -34,7 +34,7 @@ from core.store import InstanceStore
 from pipeline import codes
 from pipeline.inference import predict
 from pipeline.jobs import ClaimedJob, Skip, enqueue
-from pipeline.results import Provenance
+from pipeline.results import Provenance, headers
 from pipeline.results.pmap import build_parametric_map
 from pipeline.results.sc import build_key_image
 from pipeline.results.seg import build_seg
@@ -131,17 +131,18 @@ class StudyAnalysis:
 
         mask = prediction.attention >= self.settings.pipeline.attention_threshold * max(
             float(prediction.attention.max()), 1e-6)
-        seg = build_seg(source, mask, prov, *uids("seg"), SERIES_NUMBERS["seg"])
+        source_headers = headers(source)
+        seg = build_seg(source_headers, mask, prov, *uids("seg"), SERIES_NUMBERS["seg"])
         objects: dict[str, Dataset] = {
             "seg": seg,
-            "pm": build_parametric_map(source, prediction.attention, prov, *uids("pm"), SERIES_NUMBERS["pm"]),
+            "pm": build_parametric_map(source_headers, prediction.attention, prov, *uids("pm"), SERIES_NUMBERS["pm"]),
         }
-        previous = self._previous_srs(job.study_pk)
         objects["sr"] = build_sr(
-            source, seg, prediction.predicted_class, prediction.probability,
+            source_headers, headers([seg])[0], prediction.predicted_class, prediction.probability,
             codes.location_from_report(report_text), prov, *uids("sr"), SERIES_NUMBERS["sr"],
             tracking_uid=result_uid(study_uid, job.generation, "sr", prov.model_version, "tracking"),
-            previous_versions=previous,
+            library=[h for h, frame in zip(source_headers, mask) if frame.any()],
+            previous_versions=headers(self._previous_srs(job.study_pk)),
         )
         if self.settings.pipeline.secondary_capture:
             objects["sc"] = build_key_image(source, prediction.attention, prediction.predicted_class,

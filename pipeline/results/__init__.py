@@ -8,8 +8,14 @@ datasets (in any order) and frames aligned with them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import version
+
+from pydicom import Dataset
+from pydicom.tag import Tag
+
+_PIXEL_DATA = Tag("PixelData")
 
 
 @dataclass(frozen=True)
@@ -26,3 +32,18 @@ class Provenance:
     @property
     def model_label(self) -> str:
         return f"{self.model_name} v{self.model_version}"
+
+
+def headers(datasets: Iterable[Dataset]) -> list[Dataset]:
+    """The datasets without their pixel data, for the writers that only read headers.
+
+    highdicom deep-copies and walks what it is given; dropping the pixels makes the SEG ten times
+    faster to build and keeps the SR's evidence small.
+    """
+    out = []
+    for ds in datasets:
+        header = Dataset({tag: element for tag, element in ds.items() if tag != _PIXEL_DATA})
+        if hasattr(ds, "file_meta"):
+            header.file_meta = ds.file_meta
+        out.append(header)
+    return out

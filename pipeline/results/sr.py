@@ -33,9 +33,12 @@ def build_sr(
     sop_uid: str,
     series_number: int,
     tracking_uid: str,
+    library: Sequence[Dataset] | None = None,
     previous_versions: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
-    """``previous_versions``: this study's earlier radpair SRs, which this one supersedes."""
+    """``library``: the images listed in the image library (default all of ``source``; radpair lists
+    the slices the SEG region touches, since each entry costs); ``previous_versions``: this study's
+    earlier radpair SRs, which this one supersedes. The evidence always lists every source image."""
     algorithm = hd.sr.AlgorithmIdentification(name=provenance.algorithm_name, version=provenance.model_version,
                                               family=codes.DCM.ArtificialIntelligence)
     device = hd.sr.ObserverContext(
@@ -65,7 +68,7 @@ def build_sr(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=codes.LN.BrainMRI,
         imaging_measurements=[group],
-        referenced_images=list(source),
+        referenced_images=list(source if library is None else library),
     )
     return hd.sr.Comprehensive3DSR(
         evidence=[*source, seg],
