@@ -147,15 +147,16 @@ class Archive:
 
     @staticmethod
     def _touch(session: Session, study_pk: int, study_uid: str, now) -> None:  # noqa: ANN001
-        """Record the arrival; a stable study becomes receiving again until it re-stabilises."""
-        flipped = session.execute(
-            update(Study).where(Study.id == study_pk, Study.state == StudyState.STABLE)
-            .values(state=StudyState.RECEIVING, last_received_at=now)
+        """Record the arrival (one UPDATE while the study is receiving, the common case); a
+        stable study becomes receiving again until it re-stabilises."""
+        touched = session.execute(
+            update(Study).where(Study.id == study_pk, Study.state == StudyState.RECEIVING)
+            .values(last_received_at=now)
         ).rowcount
-        if flipped:
+        if not touched:
+            session.execute(update(Study).where(Study.id == study_pk)
+                            .values(state=StudyState.RECEIVING, last_received_at=now))
             log.info("study %s: receiving again (was stable)", study_uid)
-        else:
-            session.execute(update(Study).where(Study.id == study_pk).values(last_received_at=now))
 
     def _retrying(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a fresh session; retry when the database is busy or unreachable, or
