@@ -37,7 +37,7 @@ _STORED = ("Success", "Warning")
 
 class PeerUnavailable(ConnectionError):
     """No association could be established (refused, rejected, timed out); ``outcomes`` holds
-    what earlier associations of the same call did deliver."""
+    the outcomes of the instances handled before it, in input order."""
 
     def __init__(self, message: str, outcomes: Sequence["StoreOutcome"] = ()) -> None:
         super().__init__(message)
@@ -73,6 +73,7 @@ class StoreOutcome:
 class _Item:
     """One instance to send: an in-memory dataset or a file, with what the contexts need."""
 
+    index: int  # position in the caller's input: outcomes come back in input order
     payload: Dataset | Path
     sop_class: str
     sop_instance: str
@@ -81,59 +82,63 @@ class _Item:
 
 
 def store_datasets(datasets: Iterable[Dataset], peer: Peer) -> list[StoreOutcome]:
-    """C-STORE in-memory datasets, grouped into one association per study, in input order within it."""
-    items, outcomes = [], []
-    for ds in datasets:
+    """C-STORE in-memory datasets, one association per study; one outcome per dataset, in input order."""
+    items, early = [], []
+    for index, ds in enumerate(datasets):
         if "SOPClassUID" not in ds or "SOPInstanceUID" not in ds:
-            outcomes.append(StoreOutcome(str(ds.get("SOPInstanceUID", "")), None, None, "dataset has no SOP Class/Instance UID"))
+            early.append((index, StoreOutcome(str(ds.get("SOPInstanceUID", "")), None, None, "dataset has no SOP Class/Instance UID")))
             continue
         syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
         if syntax is None:  # pynetdicom needs one to pick a context; uncompressed is the only safe guess
             ds = copy.copy(ds)
             ds.file_meta = FileMetaDataset()
             ds.file_meta.TransferSyntaxUID = syntax = ExplicitVRLittleEndian
-        items.append(_Item(ds, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax), str(ds.get("StudyInstanceUID", ""))))
-    return outcomes + _store(items, peer)
+        items.append(_Item(index, ds, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(syntax), str(ds.get("StudyInstanceUID", ""))))
+    return _store(items, early, peer)
 
 
 def store_files(paths: Iterable[str | Path], peer: Peer) -> list[StoreOutcome]:
-    """C-STORE DICOM files, grouped into one association per study; unreadable files are reported."""
-    items, outcomes = [], []
-    for raw in paths:
+    """C-STORE DICOM files, one association per study; one outcome per path, in input order
+    (unreadable files included)."""
+    items, early = [], []
+    for index, raw in enumerate(paths):
         path = Path(raw)
         try:
             header = dcmread(path, stop_before_pixels=True, specific_tags=["StudyInstanceUID", "SOPClassUID", "SOPInstanceUID"])
             meta = header.file_meta
-            items.append(_Item(path, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
+            items.append(_Item(index, path, str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID),
                                str(meta.TransferSyntaxUID), str(header.get("StudyInstanceUID", ""))))
         except (InvalidDicomError, OSError, AttributeError, ValueError) as exc:
-            outcomes.append(StoreOutcome("", path, None, f"not a readable DICOM file with file meta: {exc}"))
-    return outcomes + _store(items, peer)
+            early.append((index, StoreOutcome("", path, None, f"not a readable DICOM file with file meta: {exc}")))
+    return _store(items, early, peer)
 
 
-def _contexts(items: Sequence[_Item]) -> list[PresentationContext]:
-    """One context per (SOP class, transfer syntax family) actually being sent."""
-    wanted: dict[tuple[str, tuple[str, ...]], None] = {}
-    for item in items:
-        syntax = UID(item.transfer_syntax)
-        syntaxes = (str(syntax), *(str(s) for s in _UNCOMPRESSED if s != syntax)) if syntax in _UNCOMPRESSED else (str(syntax),)
-        wanted[(item.sop_class, syntaxes)] = None
-    return [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in wanted]
+def _context_key(item: _Item) -> tuple[str, tuple[str, ...]]:
+    """The SOP class with the item's transfer syntax first, then the other uncompressed ones if
+    it is uncompressed (the peer may pick; pynetdicom converts between those)."""
+    syntax = UID(item.transfer_syntax)
+    if syntax in _UNCOMPRESSED:
+        return item.sop_class, (str(syntax), *(str(s) for s in _UNCOMPRESSED if s != syntax))
+    return item.sop_class, (str(syntax),)
 
 
-def _batches(items: Sequence[_Item]) -> Iterator[list[_Item]]:
-    """Per study, split only when it needs more presentation contexts than one association has."""
+def _batches(items: Sequence[_Item]) -> Iterator[tuple[list[_Item], list[PresentationContext]]]:
+    """Per study, the items and the contexts they need; a study is split only when it needs more
+    presentation contexts than one association can carry."""
     studies: dict[str, list[_Item]] = defaultdict(list)
     for item in items:
         studies[item.study].append(item)
     for group in studies.values():
         batch: list[_Item] = []
+        keys: dict[tuple[str, tuple[str, ...]], None] = {}
         for item in group:
-            if len(_contexts([*batch, item])) > MAX_CONTEXTS:
-                yield batch
-                batch = []
+            key = _context_key(item)
+            if key not in keys and len(keys) == MAX_CONTEXTS:
+                yield batch, [build_context(sop, list(syntaxes)) for sop, syntaxes in keys]
+                batch, keys = [], {}
+            keys[key] = None
             batch.append(item)
-        yield batch
+        yield batch, [build_context(sop, list(syntaxes)) for sop, syntaxes in keys]
 
 
 def _set_nodelay(event: evt.Event) -> None:
@@ -146,12 +151,12 @@ class _NothingAccepted(Exception):
     """The peer answered but accepted none of the proposed presentation contexts."""
 
 
-def _associate(peer: Peer, batch: Sequence[_Item]) -> Association:
+def _associate(peer: Peer, contexts: list[PresentationContext]) -> Association:
     ae = AE(ae_title=peer.calling_aet)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = peer.timeout
     tls_args = (peer.tls, peer.host) if peer.tls is not None else None
     answered: list[bool] = []
-    assoc = ae.associate(peer.host, peer.port, contexts=_contexts(batch), ae_title=peer.called_aet, tls_args=tls_args,
+    assoc = ae.associate(peer.host, peer.port, contexts=contexts, ae_title=peer.called_aet, tls_args=tls_args,
                          evt_handlers=[(evt.EVT_CONN_OPEN, _set_nodelay), (evt.EVT_ACCEPTED, lambda event: answered.append(True))])
     if not assoc.is_established:
         if answered:  # pynetdicom aborts an accepted association without any usable context
@@ -182,21 +187,26 @@ def _send_one(assoc: Association, item: _Item, msg_id: int) -> StoreOutcome:
     return StoreOutcome(item.sop_instance, path, status, f"{error} ({comment})" if error and comment else error)
 
 
-def _store(items: Sequence[_Item], peer: Peer) -> list[StoreOutcome]:
-    outcomes: list[StoreOutcome] = []
-    for batch in _batches(items):
+def _store(items: Sequence[_Item], early: list[tuple[int, StoreOutcome]], peer: Peer) -> list[StoreOutcome]:
+    done = list(early)
+
+    def in_order() -> list[StoreOutcome]:
+        return [outcome for _, outcome in sorted(done, key=lambda pair: pair[0])]
+
+    for batch, contexts in _batches(items):
         started = time.monotonic()
         try:
-            assoc = _associate(peer, batch)
+            assoc = _associate(peer, contexts)
         except _NothingAccepted:
-            outcomes += [StoreOutcome(item.sop_instance, item.payload if isinstance(item.payload, Path) else None, None,
-                                      f"{peer} accepted no presentation context for SOP class {item.sop_class} "
-                                      f"in transfer syntax {item.transfer_syntax}") for item in batch]
+            done += [(item.index, StoreOutcome(
+                item.sop_instance, item.payload if isinstance(item.payload, Path) else None, None,
+                f"{peer} accepted no presentation context for SOP class {item.sop_class} in transfer syntax "
+                f"{item.transfer_syntax}")) for item in batch]
             continue
         except PeerUnavailable as exc:
-            raise PeerUnavailable(str(exc), outcomes) from None
+            raise PeerUnavailable(str(exc), in_order()) from None
         except (OSError, RuntimeError) as exc:
-            raise PeerUnavailable(f"cannot associate with {peer}: {exc}", outcomes) from exc
+            raise PeerUnavailable(f"cannot associate with {peer}: {exc}", in_order()) from exc
         try:
             sent = [_send_one(assoc, item, msg_id=i % 65535 + 1) for i, item in enumerate(batch)]
         finally:
@@ -205,5 +215,5 @@ def _store(items: Sequence[_Item], peer: Peer) -> list[StoreOutcome]:
         failed = sum(1 for outcome in sent if not outcome.ok)
         log.info("C-STORE %s: study %s, %d instances, %d failed, %.2f s", peer, batch[0].study or "?",
                  len(sent), failed, time.monotonic() - started)
-        outcomes += sent
-    return outcomes
+        done += [(item.index, outcome) for item, outcome in zip(batch, sent)]
+    return in_order()

@@ -11,6 +11,7 @@ import pydicom
 import pytest
 from scipy.stats import chisquare
 
+from listener.reports import parse_report
 from tests.cohort.conftest import make_cohort
 from training.cohort import CLASS_NAMES, LOCATIONS, read_cohort
 from training.cohort.lesions import FUSION_PRIOR, LOCATION_PRIOR
@@ -70,6 +71,8 @@ def test_reports_never_name_the_class(cohort: Path, shifted_cohort: Path) -> Non
             sr = pydicom.dcmread(study.report_path)
             texts = [item.TextValue for section in sr.ContentSequence for item in section.ContentSequence]
             assert texts == list(study.report_sections.values())
+            # What radpair's listener extracts from the SR is the cohort's text, to the character.
+            assert parse_report(study.report_path.read_bytes()).text == study.report_text
             assert not any(_LEAK.search(text) for text in texts)
 
 

@@ -117,8 +117,8 @@ def test_per_instance_failures_are_reported_and_the_rest_is_stored(cohort: Path,
 
     outcomes = store_files([*files, garbage, ct], Peer("127.0.0.1", mr_sr_scp.port, "TESTSCP"))
 
+    assert [o.path for o in outcomes] == [*files, garbage, ct]  # one outcome per input, in input order
     by_path = {o.path: o for o in outcomes}
-    assert len(outcomes) == len(files) + 2
     bad = by_path[files[3]]
     assert (bad.status, bad.ok, bad.sop_instance_uid) == (REFUSE, False, refused) and "0xA700" in bad.error
     assert by_path[garbage].status is None and "not a readable DICOM" in by_path[garbage].error

@@ -39,10 +39,11 @@ SITES: dict[str, tuple[str, tuple[float, float, float], float]] = {
     "right cerebellar hemisphere": ("infratentorial", (-26.0, 46.0, -38.0), 18.0),
     "pons": ("infratentorial", (0.0, 10.0, -38.0), 10.0),
     "medulla": ("infratentorial", (0.0, 12.0, -62.0), 8.0),
-    "midbrain and left thalamus": ("transtentorial", (7.0, 10.0, -5.0), 15.0),
-    "midbrain and right thalamus": ("transtentorial", (-7.0, 10.0, -5.0), 15.0),
-    "tectal plate and superior vermis": ("transtentorial", (0.0, 24.0, -10.0), 15.0),
-    "left mesial temporal lobe and cerebellum": ("transtentorial", (24.0, 30.0, -14.0), 16.0),
+    # Transtentorial sites sit on the tentorium (phantom.Head.tentorium), so the lesion crosses it.
+    "midbrain and left thalamus": ("transtentorial", (7.0, 10.0, -12.0), 15.0),
+    "midbrain and right thalamus": ("transtentorial", (-7.0, 10.0, -12.0), 15.0),
+    "tectal plate and superior vermis": ("transtentorial", (0.0, 24.0, -18.0), 15.0),
+    "left mesial temporal lobe and cerebellum": ("transtentorial", (24.0, 30.0, -22.0), 16.0),
 }
 # Within a location, sites are equally likely except where the disease has favourites.
 SITE_WEIGHT = {"cerebellar vermis": 2.0, "left cerebellar hemisphere": 1.5, "right cerebellar hemisphere": 1.5,

@@ -193,6 +193,12 @@ def _finish(sections: dict[str, str], rng: np.random.Generator) -> dict[str, str
     return sections
 
 
+# Section headings of the flat text: the code meanings of the SR's section containers (DCM 121070
+# "Findings", DCM 121072 "Impressions"), which is how listener.reports titles them, so a report
+# reads the same from a cohort folder and from radpair's archive.
+HEADINGS = {"Findings": "Findings", "Impression": "Impressions"}
+
+
 def report_text(sections: dict[str, str]) -> str:
-    """The report as one text, sections titled as listener.reports flattens an SR."""
-    return "\n\n".join(f"{title}:\n{body}" for title, body in sections.items())
+    """The report as one text, exactly as listener.reports flattens its SR."""
+    return "\n\n".join(f"{HEADINGS[title]}:\n{body}" for title, body in sections.items())
