@@ -41,7 +41,10 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"radpair cohort: {exc}") from exc
     spec = CohortSpec(out=args.out, n=args.n, seed=args.seed, shift=shift, size=tuple(args.size),
                       lesion_free_fraction=args.lesion_free_fraction)
-    manifest = generate_cohort(spec, workers=args.workers)
+    try:
+        manifest = generate_cohort(spec, workers=args.workers)
+    except FileExistsError as exc:
+        raise SystemExit(f"radpair cohort: {exc}") from exc
     print(f"{args.out}: {manifest['counts']['studies']} studies, labels {manifest['counts']['label']}, "
           f"locations {manifest['counts']['location']}")
     if args.preview:
