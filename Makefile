@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: serve test sysdeps bench clean
+.PHONY: serve test sysdeps bench clean model
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ test: $(STAMP) sysdeps
 
 bench: $(STAMP) sysdeps
 	$(BIN)/pytest tests/bench -s
+
+# Re-create the model shipped in triton_models/ with radpair's own pipeline (a few minutes on CPU):
+# cohort -> fine-tuning (triton_models/shipped_model.toml) -> export as the next version.
+model: $(STAMP)
+	triton_models/make_model.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info

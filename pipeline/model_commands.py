@@ -59,8 +59,13 @@ def _reported(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.N
 
 
 def _headline_metrics(card: dict[str, Any]) -> str:
+    """A few numbers from the card's metrics: the fold means of ``internal`` / ``external`` AUC and F1
+    as training writes them, else the top-level numbers."""
     metrics = card.get("metrics") or {}
-    numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    numbers = {f"{part}.{k}": v["mean"] for part in ("internal", "external") if isinstance(metrics.get(part), dict)
+               for k, v in metrics[part].items() if k in ("auc", "f1") and isinstance(v, dict) and "mean" in v}
+    if not numbers:
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     return ", ".join(f"{k}={v:.3g}" for k, v in list(numbers.items())[:4]) or "-"
 
 

@@ -94,6 +94,9 @@ class TritonClient:
         # server, or a shared volume): where the versions' preprocess.json and model cards are.
         self.repository = ModelRepository(Path(repository) if repository else default_repository())
         self._local = threading.local()
+        # Inputs/outputs/batch limit for infer: read once (one Triton model has one signature;
+        # versions change, the signature does not). metadata() always asks the server.
+        self._signature: ModelMetadata | None = None
 
     @property
     def _client(self) -> Any:
@@ -173,7 +176,9 @@ class TritonClient:
     def infer(self, volume: np.ndarray) -> InferenceResult:
         """Run a float32 batch ``[B, 1, D, H, W]``; batches above the model's limit are split."""
         volume = np.ascontiguousarray(volume, dtype=np.float32)
-        meta = self.metadata()
+        if self._signature is None:
+            self._signature = self.metadata()
+        meta = self._signature
         if volume.ndim != len(meta.input_shape) or volume.shape[1:] != meta.input_shape[1:]:
             raise ValueError(f"volume shape {volume.shape} does not fit the model input {meta.input_shape}")
         step = meta.max_batch_size or volume.shape[0]

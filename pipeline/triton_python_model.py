@@ -26,6 +26,8 @@ class TritonPythonModel:
         self.device = torch.device(f"cuda:{args['model_instance_device_id']}" if gpu else "cpu")
         path = Path(args["model_repository"]) / args["model_version"] / "model.pt"
         self.model = torch.jit.load(str(path), map_location=self.device).eval()
+        pb_utils.Logger.log_info(f"{args['model_name']} version {args['model_version']}: {path} on {self.device}, "
+                                 f"{torch.get_num_threads()} torch threads")
 
     def execute(self, requests: list) -> list:
         volumes = [pb_utils.get_input_tensor_by_name(r, "volume").as_numpy() for r in requests]

@@ -121,7 +121,10 @@ class RequestLoop:
         self.threads = [threading.Thread(target=self._run) for _ in range(threads)]
 
     def _run(self) -> None:
-        c = TritonClient(self.client.url, self.client.protocol, MODEL, retries=0, repository=self.client.repository.root)
+        # No retries: a request that fails is counted. A generous timeout: on a loaded 2-core CI
+        # machine the new version's stub start (importing torch) slows everything down.
+        c = TritonClient(self.client.url, self.client.protocol, MODEL, timeout=120, retries=0,
+                         repository=self.client.repository.root)
         x = volumes(1, seed=3)
         while not self.stop.is_set():
             try:
