@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,6 +34,7 @@ CONCURRENCY = (1, 4)
 BARE_PYNETDICOM = """
 import sys, pathlib
 from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import Verification
 from listener.ae import set_nodelay
 out = pathlib.Path(sys.argv[2])
 def store(event):
@@ -41,11 +42,12 @@ def store(event):
     return 0
 ae = AE("BARE")
 ae.supported_contexts = AllStoragePresentationContexts
+ae.add_supported_context(Verification)
 ae.maximum_pdu_size = 262144
 ae.start_server(("127.0.0.1", int(sys.argv[1])), evt_handlers=[(evt.EVT_C_STORE, store), (evt.EVT_CONN_OPEN, set_nodelay)])
 """
 
-Receiver = Callable[[Path], "contextmanager[int]"]
+Receiver = Callable[[Path], AbstractContextManager[int]]
 
 
 def _wait_for_echo(port: int, aet: str, timeout: float = 60) -> None:
@@ -131,7 +133,7 @@ def data_sets(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]
 
 def test_ingest_throughput(data_sets: dict[str, list[Path]], postgres_server: PostgresServer,
                            tmp_path: Path) -> None:
-    receivers: dict[str, tuple[Callable[[Path], contextmanager], str]] = {
+    receivers: dict[str, tuple[Receiver, str]] = {
         "radpair-sqlite": (radpair, "RADPAIR"),
         "radpair-postgresql": (lambda w: radpair(w, postgres_server.create_database(f"bench_{w.name}")), "RADPAIR"),
         "storescp": (storescp, "STORESCP"),
