@@ -9,6 +9,7 @@ instance store and, per configured destination, whether the PACS has acknowledge
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def demo(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="radpair-demo-") as tmp:
         folder = Path(args.out) if args.out else Path(tmp) / "cohort"
         generate_cohort(CohortSpec(folder, args.n, args.seed, resolve_shift(None), tuple(args.size)))
@@ -93,6 +95,8 @@ def _print_results(settings: Settings, sessions: sessionmaker[Session], study_ui
             print(f"\nstudy {uid} (accession {study.accession_number}): {job.state.value if job else study.state.value}")
             if job is not None and job.state is not JobState.DONE:
                 print(f"  {job.last_error.strip().splitlines()[-1] if job.last_error.strip() else 'in progress'}")
+            if job is not None and job.state is JobState.DONE and not settings.pipeline.destinations:
+                print("  (no pipeline.destinations configured: the results stay in radpair's archive)")
             for result in session.scalars(select(Result).where(Result.study_pk == study.id,
                                                                Result.superseded_by.is_(None))):
                 print(f"  {result.kind.upper():3} {result.predicted_class} p={result.probability:.3f} "
