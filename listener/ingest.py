@@ -92,7 +92,7 @@ class Ingestor:
             request_uid = str(event.request.AffectedSOPInstanceUID or "")
             if refused.quarantine:
                 self.quarantine.keep(raw, refused.reason, refused.status, stats.calling_ae,
-                                     f"{stats.address}:{stats.port}", request_uid)
+                                     f"{stats.address}:{stats.port}", request_uid, str(event.context.transfer_syntax))
             else:
                 log.warning("refused %s from %s: %s (0x%04X)", request_uid, stats.calling_ae, refused.reason,
                             refused.status)
@@ -140,7 +140,7 @@ class Ingestor:
             log.warning("instance %s re-sent with other bytes: kept the first (on_changed_duplicate=keep_first)",
                         header.sop_instance_uid)
             self.quarantine.keep(raw, "changed re-send of an archived instance: kept the first version",
-                                 SUCCESS, calling_ae, "", header.sop_instance_uid)
+                                 SUCCESS, calling_ae, "", header.sop_instance_uid, header.transfer_syntax_uid)
         elif indexed.outcome == "replaced":
             log.warning("instance %s re-sent with other bytes: replaced (on_changed_duplicate=replace)",
                         header.sop_instance_uid)

@@ -25,13 +25,15 @@ class Quarantine:
         self._sessions = sessions
 
     def keep(self, data: bytes, reason: str, status: int, calling_ae: str, peer: str,
-             sop_instance_uid: str) -> Path | None:
-        """Write ``data`` and ``<name>.txt`` with the reason; return the data file's path."""
+             sop_instance_uid: str, transfer_syntax: str) -> Path | None:
+        """Write ``data`` (the dataset as received, without File Meta: read it with the transfer
+        syntax in the reason file) and ``<name>.txt``; return the data file's path."""
         now = dt.datetime.now(dt.timezone.utc)
         name = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         path = self.root / f"{name}.dcm"
         note = (f"reason: {reason}\nstatus: 0x{status:04X}\ncalling_ae: {calling_ae}\npeer: {peer}\n"
-                f"sop_instance_uid (from the request): {sop_instance_uid}\nreceived: {now.isoformat()}\n")
+                f"sop_instance_uid (from the request): {sop_instance_uid}\ntransfer_syntax: {transfer_syntax}\n"
+                f"received: {now.isoformat()}\n")
         try:
             atomic_write(path, (data,))
             atomic_write(path.with_suffix(".txt"), (note.encode(),))

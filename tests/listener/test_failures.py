@@ -50,13 +50,14 @@ def _quarantine(listener: RunningListener) -> list[QuarantineEntry]:
 def test_unparseable_dataset_is_refused_and_quarantined(listener: RunningListener, raw_send, tmp_path: Path) -> None:  # noqa: ANN001
     (path,) = make_series(tmp_path / "in", 1)
     data = path.read_bytes()
-    # Keep the meta header and the first elements, then a tag with an absurd length.
+    # Keep the meta header and the first elements, then cut into an element with a tag of junk.
     broken = tmp_path / "broken.dcm"
     broken.write_bytes(data[:400] + b"\x10\x00\x10\x00PN\xff\xff" + b"garbage")
     assert raw_send(listener, broken) == 0xC000
     (entry,) = _quarantine(listener)
     assert entry.status == 0xC000 and Path(entry.path).is_file()
-    assert "reason:" in Path(entry.path).with_suffix(".txt").read_text()
+    note = Path(entry.path).with_suffix(".txt").read_text()
+    assert note.startswith("reason: ") and "transfer_syntax: 1.2.840.10008.1.2.1" in note
     assert listener.echoscu().returncode == 0
 
 
