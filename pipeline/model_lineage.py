@@ -33,14 +33,14 @@ def lineage_lines(sessions: sessionmaker[Session], name: str) -> list[str]:
     with sessions() as session:
         rows = session.scalars(select(ModelVersion).where(ModelVersion.model_name == name).order_by(ModelVersion.id)).all()
         versions = {r.id: r.version for r in rows}
-        header = f"  {'version':<8} {'status':<10} {'parent':<7} {'run':<5} {'created (UTC)':<19}  {'held-out':<17} {'data snapshot':<48} reason"
+        header = f"  {'version':<8} {'status':<10} {'parent':<7} {'run':<5} {'created (UTC)':<19}  {'held-out':<19} {'data snapshot':<48} reason"
         lines = [header]
         for r in rows:
             parent = versions.get(r.parent_pk) if r.parent_pk else None
             lines.append(
                 f"  {r.version if r.version is not None else '-':<8} {r.status.value:<10} "
                 f"{parent if parent is not None else '-':<7} {('#' + str(r.retrain_run_pk)) if r.retrain_run_pk else '-':<5} "
-                f"{r.created_at:%Y-%m-%d %H:%M:%S}  {_metrics(r):<17} {_snapshot(r):<48} {r.reason}")
+                f"{r.created_at:%Y-%m-%d %H:%M:%S}  {_metrics(r):<19} {_snapshot(r):<48} {r.reason}")
     return lines
 
 
@@ -59,4 +59,5 @@ def record_rollback(sessions: sessionmaker[Session], name: str, retired: int, re
         old, new = row(retired), row(restored)
         old.status, old.retired_at = ModelStatus.RETIRED, now
         old.reason = f"rolled back to version {restored}: {reason}"
-        new.status, new.promoted_at = ModelStatus.SERVING, now
+        new.status, new.promoted_at, new.retired_at = ModelStatus.SERVING, now, None
+        new.reason = f"serving again: rollback from version {retired} ({reason})"

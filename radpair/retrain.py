@@ -38,9 +38,16 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import make_engine, session_factory, upgrade
 from core.models import ModelStatus, ModelVersion, RetrainRun, utcnow
+from core.preprocess import PreprocessParams
 from core.settings import Settings
+from pipeline.triton_client import TritonClient, TritonInferenceError, TritonUnavailable, client_from_settings
+from pipeline.triton_deploy import DeployError, deploy
+from pipeline.triton_repository import ModelRepository, RepositoryError
 from radpair.options import add_settings_options, settings_from_args
 from radpair.retrain_lock import RetrainBusy, held, release
+from training import retrain as tr
+from training.config import load_config
+from training.export import ExportError, export_model, load_run
 
 log = logging.getLogger("radpair.retrain")
 
@@ -74,9 +81,6 @@ def run_retrain(settings: Settings, engine: Engine, trigger: str, train_config: 
 
 def _run(settings: Settings, sessions: sessionmaker[Session], run_id: int,
          train_config: str | None) -> tuple[str, str, int | None]:
-    from training import retrain as tr
-    from training.config import load_config
-
     r = settings.retrain
     model_name = settings.triton.model_name
     run_dir = (Path(r.runs_dir) if r.runs_dir else settings.data_dir / "retrain") / f"run-{run_id:04d}"
@@ -91,72 +95,75 @@ def _run(settings: Settings, sessions: sessionmaker[Session], run_id: int,
         return _finish(sessions, run_id, "skipped", str(exc), None, counts)
     train, evaluation = tr.split(snapshot, held_out)
     config = load_config(train_config)
-    candidate_dir = tr.train_candidate(config, train, run_dir / "train")
-    return _gate_and_promote(settings, sessions, run_id, snapshot.record(held_out), config.to_dict(),
-                             candidate_dir, evaluation, run_dir, counts)
-
-
-def _gate_and_promote(settings: Settings, sessions: sessionmaker[Session], run_id: int, snapshot: dict[str, Any],
-                      config: dict[str, Any], candidate_dir: Path, evaluation: list, run_dir: Path,
-                      counts: dict[str, int]) -> tuple[str, str, int | None]:
-    from pipeline.triton_client import TritonInferenceError, TritonUnavailable, client_from_settings
-    from pipeline.triton_deploy import DeployError, deploy
-    from pipeline.triton_repository import RepositoryError
-    from training import retrain as tr
-    from training.export import ExportError, export_model, load_run
-
-    r = settings.retrain
     client = client_from_settings(settings)
-    repo, name = client.repository, client.model_name
-    model, params, class_names, facts = load_run(candidate_dir)
-    lineage = {"retrain_run": run_id, "data_snapshot": {k: snapshot[k] for k in ("sha256", "pairs", "labelled")}}
-    record = ModelVersion(model_name=name, retrain_run_pk=run_id, run_config=json.dumps(config),
-                          data_snapshot=json.dumps(snapshot), run_dir=str(candidate_dir))
-    serving = _serving_record(sessions, repo, name, evaluation, tr)
-    try:
-        staged = export_model(model, params, class_names, {**facts, **lineage}, run_dir / "export", name, check=True)
-    except ExportError as exc:
-        decision, metrics = tr.GateDecision(False, f"export parity check failed: {exc}"), {}
-    else:
-        candidate = tr.evaluate_artifact(staged.path / "model.pt", params, evaluation)
-        metrics = {**candidate.metrics, "parity_max_abs_diff": staged.parity_max_abs_diff}
-        decision = tr.gate(candidate, json.loads(serving.metrics) if serving else None, r.primary_metric, r.tolerance)
-    record.metrics = json.dumps(metrics)
+    record = ModelVersion(model_name=model_name, retrain_run_pk=run_id, run_config=json.dumps(config.to_dict()),
+                          data_snapshot=json.dumps(snapshot.record(held_out)), run_dir=str(run_dir / "train"))
+    serving = _serving_record(sessions, client.repository, model_name, evaluation)
     record.parent_pk = serving.id if serving else None
-    version = None
-    if decision.promote:
-        exported = export_model(model, params, class_names, {**facts, **lineage, "metrics": metrics}, repo.root, name)
-        try:
-            deploy(client, repo, exported.version, reason=f"retrain run {run_id}")
-            version = exported.version
-        except (DeployError, TritonUnavailable, TritonInferenceError, RepositoryError) as exc:
-            if serving is not None and serving.version is not None:
-                repo.set_current(name, serving.version)
-            decision = tr.GateDecision(False, f"passed the gate ({decision.reason}) but Triton did not load it: {exc}")
-    now = utcnow()
-    with sessions.begin() as session:
-        record.version, record.reason = version, decision.reason
-        record.status = ModelStatus.SERVING if version is not None else ModelStatus.REJECTED
-        record.promoted_at = now if version is not None else None
-        if version is not None and serving is not None:
-            previous = session.get(ModelVersion, serving.id)
-            previous.status, previous.retired_at = ModelStatus.RETIRED, now
-            previous.reason = f"replaced by version {version} (retrain run {run_id})"
-        session.add(record)
+    try:
+        candidate_dir = tr.train_candidate(config, train, run_dir / "train")
+    except Exception as exc:  # a configuration that diverges (NaN) or breaks: a candidate that failed
+        log.exception("retrain run #%d: training failed", run_id)
+        decision, version = tr.GateDecision(False, f"training failed: {type(exc).__name__}: {exc}"), None
+    else:
+        record.run_dir = str(candidate_dir)
+        decision, version = _judge_and_promote(settings, client, record, serving, candidate_dir, evaluation, run_dir)
+    _record(sessions, record, serving, version, decision.reason)
     outcome = "promoted" if version is not None else "rejected"
     label = f"version {version}" if version is not None else "candidate"
     return _finish(sessions, run_id, outcome, f"{label}: {decision.reason}", version, counts)
 
 
-def _serving_record(sessions: sessionmaker[Session], repo: Any, name: str, evaluation: list, tr: Any) -> ModelVersion | None:
+def _judge_and_promote(settings: Settings, client: TritonClient, record: ModelVersion, serving: ModelVersion | None,
+                       candidate_dir: Path, evaluation: list, run_dir: Path) -> tuple[tr.GateDecision, int | None]:
+    """Stage (export + parity), evaluate, gate; if it passes, export as the next version and hot-swap it."""
+    r = settings.retrain
+    repo, name = client.repository, client.model_name
+    model, params, class_names, facts = load_run(candidate_dir)
+    snapshot = json.loads(record.data_snapshot)
+    facts = {**facts, "retrain_run": record.retrain_run_pk,
+             "data_snapshot": {k: snapshot[k] for k in ("sha256", "pairs", "labelled")}}
+    try:
+        staged = export_model(model, params, class_names, facts, run_dir / "export", name, check=True)
+    except ExportError as exc:
+        return tr.GateDecision(False, f"export parity check failed: {exc}"), None
+    candidate = tr.evaluate_artifact(staged.path / "model.pt", params, evaluation)
+    metrics = {**candidate.metrics, "parity_max_abs_diff": staged.parity_max_abs_diff}
+    record.metrics = json.dumps(metrics)
+    decision = tr.gate(candidate, json.loads(serving.metrics) if serving else None, r.primary_metric, r.tolerance)
+    if not decision.promote:
+        return decision, None
+    try:
+        exported = export_model(model, params, class_names, {**facts, "metrics": metrics}, repo.root, name)
+        deploy(client, repo, exported.version, reason=f"retrain run {record.retrain_run_pk}")
+    except (RepositoryError, DeployError, TritonUnavailable, TritonInferenceError) as exc:
+        if serving is not None and serving.version is not None:
+            repo.set_current(name, serving.version)
+        return tr.GateDecision(False, f"passed the gate ({decision.reason}) but was not served: {exc}"), None
+    return decision, exported.version
+
+
+def _record(sessions: sessionmaker[Session], record: ModelVersion, serving: ModelVersion | None, version: int | None,
+            reason: str) -> None:
+    """The candidate's row (serving or rejected); a promotion retires the version it replaced."""
+    now = utcnow()
+    with sessions.begin() as session:
+        record.version, record.reason = version, reason
+        record.status = ModelStatus.SERVING if version is not None else ModelStatus.REJECTED
+        record.promoted_at = now if version is not None else None
+        if version is not None and serving is not None:
+            previous = session.get(ModelVersion, serving.id)
+            previous.status, previous.retired_at = ModelStatus.RETIRED, now
+            previous.reason = f"replaced by version {version} (retrain run {record.retrain_run_pk})"
+        session.add(record)
+
+
+def _serving_record(sessions: sessionmaker[Session], repo: ModelRepository, name: str, evaluation: list) -> ModelVersion | None:
     """The serving version's row, evaluated on the held-out set in this run.
 
     A version found serving in the repository without a row (shipped with radpair, or exported by
     hand) gets one now, so the lineage starts from what was really serving.
     """
-    from core.preprocess import PreprocessParams
-    from pipeline.triton_repository import RepositoryError
-
     try:
         current = repo.version(name, repo.current(name))
     except RepositoryError:

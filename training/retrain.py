@@ -29,14 +29,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import f1_score, roc_auc_score
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from tqdm import tqdm
 
 from core.models import HeldOutStudy, Instance, Label, ModelVersion, Patient, Series, Study
 from core.preprocess import PreprocessParams
+from training.config import TrainConfig
 from training.data import CLASS_NAMES, PairedStudy, patient_folds, studies_from_archive, volume_dataset
+from training.evaluate import classification_metrics
+from training.finetune import finetune
+from training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +84,7 @@ def take_snapshot(sessions: sessionmaker[Session], database_url: str, store_dir:
             checksums.setdefault(uid, []).append(sha)
         patient_ids = dict(session.execute(select(Study.study_uid, Patient.patient_id)
                                            .join(Patient, Patient.id == Study.patient_pk)
-                                           .where(Study.study_uid.in_(uids))).tuples().all())
+                                           .where(Study.study_uid.in_(uids))).all())
     by_uid = {lab.study_uid: lab.label for lab in labels if lab.study_uid}
     by_accession = {(lab.accession_number, lab.patient_id): lab.label for lab in labels if lab.accession_number}
     labelled = []
@@ -149,9 +152,9 @@ def evaluate_artifact(model_pt: Path, params: PreprocessParams, studies: Sequenc
                       batch_size: int = 4) -> Evaluation:
     """Held-out metrics of an exported TorchScript model — the exact artifact Triton would serve.
 
-    AUC (class 1 probability) and F1 (argmax) over the labelled studies; attention Dice only where
-    ground-truth masks exist, which an archive does not have (studies from a PACS come without
-    lesion masks), so it is reported as ``null`` with the reason. Sanity: probabilities finite, in
+    Scored with training's own metrics (AUC of the class-1 probability; precision, recall, F1 of
+    the argmax). Attention Dice needs ground-truth lesion masks, which an archive does not have
+    (studies from a PACS come without them), so it is reported as ``null`` with the reason. Sanity: probabilities finite, in
     [0, 1] and summing to 1; attention finite and in [0, 1]; embeddings finite.
     """
     model = torch.jit.load(str(model_pt), map_location="cpu").eval()
@@ -171,10 +174,18 @@ def evaluate_artifact(model_pt: Path, params: PreprocessParams, studies: Sequenc
                                "attention_dice_note": "no ground-truth lesion masks in the archive"}
     if not np.isfinite(p).all():  # the sanity problems say why; there is nothing to score
         return Evaluation({**metrics, "auc": None, "f1": None, "accuracy": None}, sorted(set(problems)))
-    metrics["auc"] = float(roc_auc_score(y, p[:, 1])) if len(set(y.tolist())) == 2 else None
-    metrics["f1"] = float(f1_score(y, p.argmax(1), zero_division=0))
+    scored = classification_metrics(y.tolist(), p.tolist())
+    metrics.update({k: None if math.isnan(v) else v for k, v in scored.items()})
     metrics["accuracy"] = float((p.argmax(1) == y).mean())
     return Evaluation(metrics, sorted(set(problems)))
+
+
+def train_candidate(config: TrainConfig, studies: Sequence[PairedStudy], out: Path) -> Path:
+    """Pre-train on every training pair (labelled or not), then fine-tune from it on the labelled
+    ones; returns the fine-tuning run directory (what the exporter reads)."""
+    pretrain(config, studies, out / "pretrain")
+    finetune(config, [s for s in studies if s.label_index >= 0], out / "finetune", init=str(out / "pretrain"))
+    return out / "finetune"
 
 
 def _sanity(probs: torch.Tensor, attention: torch.Tensor, embedding: torch.Tensor) -> list[str]:
