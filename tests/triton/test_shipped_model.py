@@ -1,7 +1,7 @@
 """The model shipped in triton_models/ is what triton_models/make_model.sh produces.
 
-The script is run end to end (cohort → fine-tuning → export) with tiny settings (8 studies, one
-epoch); the exported version must have the shipped version's architecture: the same model config,
+The script is run end to end (cohort → fine-tuning → export) with tiny settings (8 small studies,
+one epoch); the exported version must have the shipped version's architecture: the same model config,
 the same TorchScript parameter names and shapes, the same Triton signature. The shipped version
 itself must be a trained run with its metrics and data snapshot, and small enough to commit.
 """
@@ -40,7 +40,7 @@ def test_shipped_model_is_a_trained_small_run() -> None:
 
 
 def test_make_model_script_reproduces_the_shipped_architecture(tmp_path: Path) -> None:
-    env = {**os.environ, "N": "8", "REPO": str(tmp_path / "repo"), "WORK": str(tmp_path / "work"),
+    env = {**os.environ, "N": "8", "SIZE": "24 48 48", "REPO": str(tmp_path / "repo"), "WORK": str(tmp_path / "work"),
            "RADPAIR": str(Path(sys.executable).with_name("radpair"))}
     done = subprocess.run([str(SCRIPT), "--set", "finetune.epochs=1", "--set", "finetune.warmup_epochs=0"],
                           env=env, capture_output=True, text=True, timeout=600)
