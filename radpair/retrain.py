@@ -59,10 +59,10 @@ JOBS_TABLE = "apscheduler_jobs"
 @dataclass(frozen=True)
 class RetrainOutcome:
     run_id: int
-    # "promoted", "rejected", "skipped" or "failed".
+    # "promoted", "rejected" or "skipped" (a run that fails raises, and is recorded as "failed").
     outcome: str
     reason: str
-    # The Triton version now serving (promoted) or the candidate's record id otherwise.
+    # The Triton version now serving, when promoted.
     version: int | None = None
     seconds: float = 0.0
 
@@ -316,7 +316,11 @@ def retrain_command(args: argparse.Namespace) -> int:
         except RetrainBusy as exc:
             print(f"radpair retrain: not started: {exc}", file=sys.stderr)
             return 3
+        except Exception as exc:  # recorded as a failed run by the lock; the traceback is in the log
+            log.exception("retrain run failed")
+            print(f"radpair retrain: run failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
         print(f"retrain run #{outcome.run_id}: {outcome.outcome} in {outcome.seconds:.0f} s — {outcome.reason}")
-        return 0 if outcome.outcome in ("promoted", "rejected", "skipped") else 1
+        return 0
     finally:
         engine.dispose()
