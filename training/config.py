@@ -27,6 +27,7 @@ class DataConfig:
     # Empty: preprocessed volumes cached in memory (CacheDataset); a folder: on disk (PersistentDataset).
     cache_dir: str = ""
     augment: bool = True
+    # DataLoader worker processes; 0 is right for cached volumes (augmentation runs on the device).
     num_workers: int = 0
     # Patient-level split: this fraction of patients is held out of training and model selection.
     held_out_fraction: float = 0.0

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.transforms import Compose, EnsureTyped
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from sqlalchemy import func, select
 
@@ -150,8 +151,12 @@ def volume_dataset(
     with_masks: bool = False,
     cache_dir: str = "",
     cache: bool = True,
+    workers: int | None = None,
 ) -> Dataset:
-    """Items: ``image`` [1, D, H, W] (+ ``mask``), ``report``, ``label``, ``location``, ``index``."""
+    """Items: ``image`` [1, D, H, W] (+ ``mask``), ``report``, ``label``, ``location``, ``index``.
+
+    ``workers``: threads that fill the in-memory cache (None: one per CPU).
+    """
     items = []
     for i, s in enumerate(studies):
         item = {"image": str(s.series_dir), "report": s.report, "label": s.label_index,
@@ -161,12 +166,14 @@ def volume_dataset(
                 raise ValueError(f"study {s.study_uid} has no mask; masks are needed for explainability")
             item["mask"] = str(s.mask_path)
         items.append(item)
-    transforms = build_paired_transforms(params, "image", ("mask",) if with_masks else ())
+    keys = ["image", "mask"] if with_masks else ["image"]
+    # Plain tensors: cached (on-disk) and fresh items then collate alike; training needs no metadata.
+    transforms = Compose([build_paired_transforms(params, "image", keys[1:]), EnsureTyped(keys=keys, track_meta=False)])
     if not cache:
         return Dataset(items, transforms)
     if cache_dir:
         return PersistentDataset(items, transforms, cache_dir=Path(cache_dir) / _params_key(params, with_masks))
-    return CacheDataset(items, transforms, progress=len(items) > 20, num_workers=0)
+    return CacheDataset(items, transforms, progress=len(items) > 20, num_workers=workers)
 
 
 def _params_key(params: PreprocessParams, with_masks: bool) -> str:

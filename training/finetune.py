@@ -69,14 +69,15 @@ def train_fold(config: TrainConfig, dataset, train_idx: Sequence[int], init: Pat
     scheduler = _scheduler(optimiser, config)
     loader = DataLoader(Subset(dataset, list(train_idx)), batch_size=min(f.batch_size, len(train_idx)), shuffle=True,
                         drop_last=len(train_idx) > f.batch_size, generator=torch.Generator().manual_seed(config.seed + fold),
-                        num_workers=config.data.num_workers)
+                        num_workers=config.data.num_workers,
+                        persistent_workers=config.data.num_workers > 0)
     losses, began = [], time.perf_counter()
     for epoch in range(f.epochs):
         model.train()
         gen = step_generator(config.seed, 3, fold, epoch)
         total, n = 0.0, 0
         for batch in tqdm(loader, desc=f"fold {fold + 1} epoch {epoch + 1}/{f.epochs}", unit="batch", leave=False):
-            x = batch["image"].as_tensor().to(device)
+            x = batch["image"].as_subclass(torch.Tensor).to(device)
             x = augment(x, gen) if config.data.augment else x
             y = torch.as_tensor(batch["label"], device=device)
             with autocast(device):
@@ -85,7 +86,7 @@ def train_fold(config: TrainConfig, dataset, train_idx: Sequence[int], init: Pat
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(y)
+            total += float(loss.detach()) * len(y)
             n += len(y)
         scheduler.step()
         losses.append(total / max(n, 1))

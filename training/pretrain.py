@@ -50,7 +50,8 @@ def pretrain(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, res
     else:
         sampler = RandomSampler(dataset, generator=torch.Generator().manual_seed(config.seed))
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler, drop_last=True,
-                        num_workers=config.data.num_workers, pin_memory=ctx.device.type == "cuda")
+                        num_workers=config.data.num_workers,
+                        persistent_workers=config.data.num_workers > 0, pin_memory=ctx.device.type == "cuda")
 
     model = ContrastiveModel(config)
     if config.image.checkpoint:
@@ -80,7 +81,7 @@ def pretrain(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, res
         steps, seen, began = 0, 0, time.perf_counter()
         bar = tqdm(loader, desc=f"pretrain {epoch + 1}/{p.epochs}", unit="batch", leave=False, disable=not ctx.is_main)
         for batch in bar:
-            images = batch["image"].as_tensor().to(ctx.device, non_blocking=True)
+            images = batch["image"].as_subclass(torch.Tensor).to(ctx.device, non_blocking=True)
             view = augment(images, augment_gen) if config.data.augment else images
             if p.mode == "image_only":
                 text = augment(images, augment_gen)
@@ -97,7 +98,7 @@ def pretrain(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, res
             seen += images.shape[0] * ctx.world_size
             for name, value in parts.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
-            bar.set_postfix(loss=f"{float(parts['total']):.4f}", studies_s=f"{seen / (time.perf_counter() - began):.1f}")
+            bar.set_postfix(loss=f"{float(parts['total'].detach()):.4f}", studies_s=f"{seen / (time.perf_counter() - began):.1f}")
         seconds = time.perf_counter() - began
         record = {"epoch": epoch + 1, "seconds": seconds, "studies_per_s": seen / max(seconds, 1e-9),
                   **{f"loss_{k}": v / max(steps, 1) for k, v in sums.items()}}

@@ -50,7 +50,7 @@ class TextEncoder(nn.Module):
             raise ValueError(f"text pooling must be 'cls' or 'mean', got {pooling!r}")
         path = model_path or default_text_model()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path, dtype=torch.float32)
         self.pooling = pooling
         self.max_length = max_length
         self.hidden_size = int(self.model.config.hidden_size)
