@@ -43,6 +43,10 @@ from pipeline.rules import NoMatch, route, study_series
 
 log = logging.getLogger(__name__)
 
+# The SR's image library lists at most this many slices: the most attended ones of the SEG region
+# (each entry is ~50 content items that highdicom copies and walks; the evidence lists them all).
+LIBRARY_SLICES = 12
+
 # Series numbers of radpair's result series (high, so they sort after the acquired series).
 SERIES_NUMBERS = {"seg": 9901, "pm": 9902, "sr": 9903, "sc": 9904}
 
@@ -141,7 +145,7 @@ class StudyAnalysis:
             source_headers, headers([seg])[0], prediction.predicted_class, prediction.probability,
             codes.location_from_report(report_text), prov, *uids("sr"), SERIES_NUMBERS["sr"],
             tracking_uid=result_uid(study_uid, job.generation, "sr", prov.model_version, "tracking"),
-            library=[h for h, frame in zip(source_headers, mask) if frame.any()],
+            library=[source_headers[i] for i in _key_slices(mask, prediction.attention)],
             previous_versions=headers(self._previous_srs(job.study_pk)),
         )
         if self.settings.pipeline.secondary_capture:
@@ -218,6 +222,12 @@ def _skip_if_unchanged(session: Session, study_pk: int, series: Series) -> None:
         Instance.series_pk == series.id, Instance.received_at > current.created_at).limit(1))
     if newer is None:
         raise Skip(f"series {series.series_uid} unchanged since generation {current.generation}'s result")
+
+
+def _key_slices(mask: np.ndarray, attention: np.ndarray) -> list[int]:
+    """Indices (in source order) of the most attended slices that the SEG region touches."""
+    touched = [i for i in range(len(mask)) if mask[i].any()]
+    return sorted(sorted(touched, key=lambda i: -float(attention[i].sum()))[:LIBRARY_SLICES])
 
 
 def _read_source(paths: Sequence[Any]) -> list[Dataset]:

@@ -37,7 +37,7 @@ def build_sr(
     previous_versions: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """``library``: the images listed in the image library (default all of ``source``; radpair lists
-    the slices the SEG region touches, since each entry costs); ``previous_versions``: this study's
+    the most attended slices of the SEG region, since each entry costs); ``previous_versions``: this study's
     earlier radpair SRs, which this one supersedes. The evidence always lists every source image."""
     algorithm = hd.sr.AlgorithmIdentification(name=provenance.algorithm_name, version=provenance.model_version,
                                               family=codes.DCM.ArtificialIntelligence)
