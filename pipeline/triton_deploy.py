@@ -16,7 +16,7 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.triton_client import TritonClient, TritonInferenceError
+from pipeline.triton_client import TritonClient, TritonInferenceError, TritonUnavailable
 from pipeline.triton_repository import ModelRepository
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,10 @@ def deploy(client: TritonClient, repository: ModelRepository, version: int, reas
     except TritonInferenceError as exc:
         repository.set_current(name, previous)
         raise DeployError(f"{name} version {version} failed to load; version {previous} keeps serving: {exc}") from exc
+    except TritonUnavailable:
+        # Nothing changed on the server; a later start must not pick up the unconfirmed version.
+        repository.set_current(name, previous)
+        raise
     entry = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "version": version,
              "previous": previous, "reason": reason}
     with history_path(repository, name).open("a") as f:

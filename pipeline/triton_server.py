@@ -155,7 +155,7 @@ class ManagedTritonServer:
         return cmd
 
     def start(self) -> "ManagedTritonServer":
-        """Start the server, wait until it and its models are ready, then supervise it."""
+        """Start the server, wait until it is ready (models that failed to load are logged), then supervise it."""
         self._stopping.clear()
         self._spawn()
         self.wait_ready()
@@ -188,19 +188,25 @@ class ManagedTritonServer:
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
-    def wait_ready(self, timeout: float | None = None) -> None:
-        """Block until the server answers ready and every start-up model is ready (or failed to load)."""
-        deadline = time.monotonic() + (timeout or self.startup_timeout)
-        pending = ["/v2/health/ready", *(f"/v2/models/{m}/ready" for m in self.models)]
-        while pending:
+    def wait_ready(self, timeout: float | None = None) -> list[str]:
+        """Block until the server answers ready; return (and log) the start-up models that failed to load.
+
+        Triton loads the ``--load-model`` models before it opens its endpoints, so once it is
+        ready a model that is not ready has failed (the log says why); the server keeps running
+        and radpair's jobs wait for the model rather than the service failing.
+        """
+        limit = timeout or self.startup_timeout
+        deadline = time.monotonic() + limit
+        while self._get("/v2/health/ready") != 200:
             if not self.alive():
                 raise TritonServerError(f"tritonserver exited with status {self._process.returncode}; see {self.log_path}")
-            if self._get(pending[0]) == 200:
-                pending.pop(0)
-                continue
             if time.monotonic() > deadline:
-                raise TritonServerError(f"tritonserver not ready at {pending[0]} after {timeout or self.startup_timeout:.0f} s; see {self.log_path}")
+                raise TritonServerError(f"tritonserver not ready after {limit:.0f} s; see {self.log_path}")
             time.sleep(0.2)
+        failed = [m for m in self.models if self._get(f"/v2/models/{m}/ready") != 200]
+        if failed:
+            log.error("tritonserver is up but model(s) %s failed to load; see %s", ", ".join(failed), self.log_path)
+        return failed
 
     def _supervise(self) -> None:
         delay = self.restart_backoff

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import threading
 import time
@@ -22,6 +23,7 @@ from pipeline.triton_deploy import DeployError, deploy, history, rollback
 from pipeline.triton_repository import LIBTORCH_SUFFIX, ModelRepository, read_config
 from pipeline.triton_server import ManagedTritonServer
 from radpair.cli import main
+from tests.support.postgres import free_port
 from tests.triton.conftest import MODEL, PARAMS, export_small, small_classifier
 from training.export import ExportError, export_model
 
@@ -204,3 +206,14 @@ def test_killed_server_is_detected_and_restarted(http_client: TritonClient, trit
     # It serves what config.pbtxt names (the rollback's version), and requests succeed again.
     assert http_client.infer(volumes(1)).model_version == str(triton_repo.current(MODEL)) == "1"
     assert json.loads(triton_repo.version(MODEL, 1).path.joinpath("model_card.json").read_text())["version"] == 1
+
+
+def test_a_model_that_fails_at_start_leaves_the_server_up(triton_repo: ModelRepository, tmp_path: Path) -> None:
+    shutil.copytree(triton_repo.root / MODEL, tmp_path / "repo" / MODEL, symlinks=True)
+    current = triton_repo.current(MODEL)
+    (tmp_path / "repo" / MODEL / str(current) / "model.pt").write_bytes(b"truncated")
+    server = ManagedTritonServer(tmp_path / "repo", free_port(), free_port(), free_port(), [MODEL], work_dir=tmp_path / "work")
+    with server:
+        assert server.wait_ready(timeout=30) == [MODEL]
+        assert server.alive()
+        assert f"failed to load '{MODEL}' version {current}" in server.log_path.read_text()
