@@ -89,7 +89,7 @@ def test_cron_fires_and_a_restart_neither_skips_nor_doubles(settings: Settings) 
     assert after - missed >= dt.timedelta(seconds=EVERY)
 
     with serving(settings):  # restarted again before the next due time: the run already done stays done
-        time.sleep(1.5)
+        time.sleep(1.0)  # the scheduler runs whatever is due at once, at start
         assert dt.datetime.now(dt.timezone.utc) < after, "test too slow: the next run came due"
         assert len(cron_runs()) == 2
     assert "retrain last run: #" in summary(engine)
