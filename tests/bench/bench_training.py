@@ -11,7 +11,8 @@ Sizes come from the environment (defaults in brackets) so the same file runs a r
 version and the full GPU one: RADPAIR_BENCH_PRETRAIN_N [300], _FINETUNE_N [60], _EXTERNAL_N [60],
 _SIZE [64], _PRETRAIN_EPOCHS [30], _FINETUNE_EPOCHS [20], _FOLDS [5], _ABLATIONS [1],
 _BUDGET_S [3600] (ablations that would start after the budget are reported as not run),
-_WORKDIR (where cohorts and runs go; default a temporary folder), _DEVICE ["" = cuda if any].
+_WORKDIR (where cohorts and runs go; default a temporary folder), _DEVICE ["" = cuda if any],
+_TEXT_MODEL (a local Hugging Face folder), _SET (extra config overrides, ``;``-separated).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ def test_training_benchmark(tmp_path):
     common = [f"data.spacing=[{spacing}, {spacing}, {spacing}]", f"data.spatial_size=[{size}, {size}, {size}]",
               f"pretrain.epochs={_env('PRETRAIN_EPOCHS', 30)}", f"finetune.epochs={_env('FINETUNE_EPOCHS', 20)}",
               f"finetune.folds={_env('FOLDS', 5)}"]
+    common += [o for o in os.environ.get("RADPAIR_BENCH_SET", "").split(";") if o.strip()]
     text_model = os.environ.get("RADPAIR_BENCH_TEXT_MODEL")
     if text_model:
         common.append(f"text.model_path=\"{text_model}\"")

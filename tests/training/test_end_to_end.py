@@ -1,0 +1,84 @@
+"""Tiny end-to-end runs on a real 32³ cohort: pre-train -> fine-tune -> evaluate -> export contract."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+
+from radpair.cli import main
+from tests.training.conftest import TINY
+from training.config import load_config
+from training.contrastive import ContrastiveModel
+from training.data import studies_from_cohort
+from training.finetune import finetune
+
+SETS = [arg for item in TINY for arg in ("--set", item)]
+
+
+def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tmp_path):
+    pre, fine = tmp_path / "pre", tmp_path / "fine"
+    args = ["train", "pretrain", "--cohort", str(cohorts["internal"]), "--out", str(pre), *SETS]
+    assert main([*args, "--set", "pretrain.epochs=1"]) == 0
+    assert main([*args, "--set", "pretrain.epochs=2", "--resume"]) == 0  # continues at epoch 2
+    history = json.loads((pre / "metrics.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [1, 2]
+    assert {"loss_global", "loss_local", "loss_total", "loss_weights", "studies_per_s"} <= set(history[0])
+    for name in ("config.json", "preprocess.json", "checkpoint.pt", "image_encoder.pt", "loss_curve.png"):
+        assert (pre / name).is_file(), name
+
+    assert main(["train", "finetune", "--cohort", str(cohorts["internal"]), "--external", str(cohorts["external"]),
+                 "--init", str(pre), "--out", str(fine), *SETS, "--set", "finetune.epochs=2"]) == 0
+    for name in ("classifier.pt", "model_config.json", "preprocess.json", "metrics.json", "class_names.json",
+                 "config.json", "loss_curve.png", "roc.png", "roc_external.png", "attention_overlays.png"):
+        assert (fine / name).is_file(), name
+    metrics = json.loads((fine / "metrics.json").read_text())
+    for split in ("internal", "external"):
+        for key in ("auc", "precision", "recall", "f1", "dice_2d", "dice_3d"):
+            assert len(metrics[split][key]["folds"]) == 2 and "std" in metrics[split][key]
+    assert 0.0 <= metrics["internal"]["dice_3d"]["mean"] <= 1.0
+    assert json.loads((fine / "class_names.json").read_text()) == ["BRAF-fusion", "BRAF-V600E"]
+
+    # The Triton exporter's loader accepts the run directory and the model traces (contract 4).
+    from training.export import load_run
+
+    model, params, class_names, _ = load_run(fine)
+    x = torch.randn(1, 1, *params.spatial_size)
+    probabilities, attention, _ = torch.jit.trace(model.eval(), x)(x)
+    assert probabilities.shape == (1, 2) and attention.shape == (1, *params.spatial_size)
+
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "--cohort", str(cohorts["external"]), "--run", str(fine), "--out", str(out)]) == 0
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    assert evaluation["n"] > 0 and 0.0 <= evaluation["dice_2d"] <= 1.0
+    assert (out / "roc.png").is_file()
+
+
+def test_same_seed_gives_same_metrics(cohorts, tmp_path):
+    config = load_config(overrides=[*TINY, "finetune.epochs=1"])
+    studies = studies_from_cohort(cohorts["internal"])
+    first = finetune(config, studies, tmp_path / "a", device="cpu")
+    second = finetune(config, studies, tmp_path / "b", device="cpu")
+    assert first["internal"] == second["internal"]
+    a = torch.load(tmp_path / "a" / "classifier.pt")
+    b = torch.load(tmp_path / "b" / "classifier.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_loss_decreases_on_an_overfit_batch():
+    config = load_config(overrides=[*TINY, "pretrain.learned_weighting=false", "image.frozen_stages=0"])
+    torch.manual_seed(0)
+    model = ContrastiveModel(config).train()
+    images = torch.randn(4, 1, 32, 32, 32)
+    text = model.text_encoder.tokenize(["left frontal lobe mass with cystic component", "cerebellar vermis lesion",
+                                        "pons expansile lesion", "no intracranial abnormality"])
+    locations = torch.tensor([0, 1, 1, 3])
+    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for step in range(15):
+        loss = model(images, text, locations, torch.Generator().manual_seed(step))["total"]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
