@@ -21,6 +21,7 @@ missed run once if it is within ``misfire_grace_time`` (``coalesce``), and never
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -74,13 +75,13 @@ def run_retrain(settings: Settings, engine: Engine, trigger: str, train_config: 
     started = time.monotonic()
     with held(sessions, trigger, r.lock_lease) as run_id:
         outcome = _run(settings, sessions, run_id, train_config or r.config or None)
-    outcome = RetrainOutcome(run_id, outcome[0], outcome[1], outcome[2], time.monotonic() - started)
+    outcome = dataclasses.replace(outcome, seconds=time.monotonic() - started)
     log.info("retrain run #%d (%s): %s in %.0f s — %s", run_id, trigger, outcome.outcome, outcome.seconds, outcome.reason)
     return outcome
 
 
 def _run(settings: Settings, sessions: sessionmaker[Session], run_id: int,
-         train_config: str | None) -> tuple[str, str, int | None]:
+         train_config: str | None) -> RetrainOutcome:
     r = settings.retrain
     model_name = settings.triton.model_name
     run_dir = (Path(r.runs_dir) if r.runs_dir else settings.data_dir / "retrain") / f"run-{run_id:04d}"
@@ -181,13 +182,19 @@ def _serving_record(sessions: sessionmaker[Session], repo: ModelRepository, name
             session.add(row)
         row.status = ModelStatus.SERVING
         row.metrics = json.dumps(result.metrics)
+        session.flush()
+        # A version swapped out by hand (`radpair model load`) is no longer serving.
+        for stale in session.scalars(select(ModelVersion).where(ModelVersion.model_name == name, ModelVersion.id != row.id,
+                                                                 ModelVersion.status == ModelStatus.SERVING)):
+            stale.status, stale.retired_at = ModelStatus.RETIRED, utcnow()
+            stale.reason = f"not the repository's current version (version {current.version} is)"
     return row
 
 
 def _finish(sessions: sessionmaker[Session], run_id: int, outcome: str, reason: str, version: int | None,
-            counts: dict[str, int]) -> tuple[str, str, int | None]:
+            counts: dict[str, int]) -> RetrainOutcome:
     release(sessions, run_id, outcome, reason, **counts)
-    return outcome, reason, version
+    return RetrainOutcome(run_id, outcome, reason, version)
 
 
 # --- the schedule -----------------------------------------------------------------------------
