@@ -99,7 +99,7 @@ def _run(settings: Settings, sessions: sessionmaker[Session], run_id: int,
     client = client_from_settings(settings)
     record = ModelVersion(model_name=model_name, retrain_run_pk=run_id, run_config=json.dumps(config.to_dict()),
                           data_snapshot=json.dumps(snapshot.record(held_out)), run_dir=str(run_dir / "train"))
-    serving = _serving_record(sessions, client.repository, model_name, evaluation)
+    serving = record_serving_version(sessions, client.repository, model_name, evaluation)
     record.parent_pk = serving.id if serving else None
     try:
         candidate_dir = tr.train_candidate(config, train, run_dir / "train")
@@ -159,7 +159,7 @@ def _record(sessions: sessionmaker[Session], record: ModelVersion, serving: Mode
         session.add(record)
 
 
-def _serving_record(sessions: sessionmaker[Session], repo: ModelRepository, name: str, evaluation: list) -> ModelVersion | None:
+def record_serving_version(sessions: sessionmaker[Session], repo: ModelRepository, name: str, evaluation: list) -> ModelVersion | None:
     """The serving version's row, evaluated on the held-out set in this run.
 
     A version found serving in the repository without a row (shipped with radpair, or exported by

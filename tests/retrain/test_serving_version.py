@@ -1,0 +1,44 @@
+"""The version serving before retraining existed (shipped in triton_models/, or exported by hand)
+enters the lineage at the next run, scored on the held-out studies like every candidate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+
+from core.db import make_engine, session_factory, upgrade
+from core.models import ModelStatus, ModelVersion
+from pipeline.triton_repository import ModelRepository
+from radpair.retrain import record_serving_version
+from tests.triton.conftest import MODEL, export_small
+from training.cohort.generate import CohortSpec, generate_cohort
+from training.cohort.shifts import resolve_shift
+from training.data import studies_from_cohort
+
+
+def test_a_version_exported_by_hand_is_recorded_and_scored(tmp_path: Path) -> None:
+    generate_cohort(CohortSpec(tmp_path / "cohort", n=4, seed=2, shift=resolve_shift("none"), size=(16, 32, 32),
+                               lesion_free_fraction=0.0), workers=1)
+    held_out = studies_from_cohort(tmp_path / "cohort")
+    repo = ModelRepository(tmp_path / "repo")
+    assert export_small(repo.root, seed=3) == 1
+    engine = make_engine(f"sqlite:///{tmp_path / 'radpair.db'}")
+    upgrade(engine)
+    sessions = session_factory(engine)
+    with sessions.begin() as session:  # a row left serving although the repository has moved on
+        session.add(ModelVersion(model_name=MODEL, version=7, status=ModelStatus.SERVING))
+
+    row = record_serving_version(sessions, repo, MODEL, held_out)
+
+    assert (row.version, row.status) == (1, ModelStatus.SERVING)
+    assert "found serving in the model repository" in row.reason
+    metrics = json.loads(row.metrics)
+    assert metrics["n"] == 4 and 0.0 <= metrics["auc"] <= 1.0 and metrics["attention_dice"] is None
+    assert json.loads(row.run_config) == {} and row.run_dir == "test-seed-3"
+    with sessions() as session:
+        stale = session.scalars(select(ModelVersion).where(ModelVersion.version == 7)).one()
+    assert stale.status is ModelStatus.RETIRED and "version 1 is" in stale.reason
+    assert record_serving_version(sessions, repo, MODEL, held_out).id == row.id, "recorded once"
+    engine.dispose()
