@@ -20,6 +20,7 @@ from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose, EnsureTyped
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from sqlalchemy import func, select
+from sqlalchemy.orm import aliased
 
 from core.preprocess import PreprocessParams, build_paired_transforms
 from training.cohort import CLASS_NAMES, LOCATIONS, read_cohort
@@ -96,7 +97,8 @@ def studies_from_archive(database_url: str, store_dir: str | Path, link_dir: str
         counts.c.series_pk, counts.c.study_pk,
         func.row_number().over(partition_by=counts.c.study_pk, order_by=(counts.c.n.desc(), counts.c.series_pk)).label("rank"),
     ).subquery()
-    latest_report = select(func.max(Report.id)).where(Report.study_pk == Study.id).scalar_subquery()
+    newer = aliased(Report)
+    latest_report = select(func.max(newer.id)).where(newer.study_pk == Study.id).correlate(Study).scalar_subquery()
     query = (
         select(Study.study_uid, Patient.patient_id, Series.series_uid, Report.text, Series.id)
         .join(Patient, Patient.id == Study.patient_pk)
