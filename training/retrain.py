@@ -43,6 +43,8 @@ from training.pretrain import pretrain
 
 log = logging.getLogger(__name__)
 
+QUERY_CHUNK = 500
+
 
 class NotEnoughData(RuntimeError):
     """The archive cannot support a run yet (no labelled studies to hold out, one class only, ...)."""
@@ -73,26 +75,28 @@ def take_snapshot(sessions: sessionmaker[Session], database_url: str, store_dir:
     """The archive's pairs now, labelled from the ``labels`` table, with their content hash."""
     pairs = studies_from_archive(database_url, store_dir, link_dir)
     uids = [p.study_uid for p in pairs]
+    keys: dict[str, tuple[str, str]] = {}
+    checksums: dict[str, list[str]] = {}
     with sessions() as session:
-        studies = {s.study_uid: s for s in session.scalars(select(Study).where(Study.study_uid.in_(uids)))}
         labels = session.scalars(select(Label)).all()
-        checksums: dict[str, list[str]] = {}
-        for uid, sha in session.execute(select(Study.study_uid, Instance.sha256)
-                                        .join(Series, Series.study_pk == Study.id)
-                                        .join(Instance, Instance.series_pk == Series.id)
-                                        .where(Study.study_uid.in_(uids))):
-            checksums.setdefault(uid, []).append(sha)
-        patient_ids = dict(session.execute(select(Study.study_uid, Patient.patient_id)
-                                           .join(Patient, Patient.id == Study.patient_pk)
-                                           .where(Study.study_uid.in_(uids))).all())
+        for start in range(0, len(uids), QUERY_CHUNK):  # bounded IN lists, whatever the archive's size
+            chunk = uids[start:start + QUERY_CHUNK]
+            for uid, accession, patient_id in session.execute(
+                    select(Study.study_uid, Study.accession_number, Patient.patient_id)
+                    .join(Patient, Patient.id == Study.patient_pk).where(Study.study_uid.in_(chunk))):
+                keys[uid] = (accession, patient_id)
+            for uid, sha in session.execute(select(Study.study_uid, Instance.sha256)
+                                            .join(Series, Series.study_pk == Study.id)
+                                            .join(Instance, Instance.series_pk == Series.id)
+                                            .where(Study.study_uid.in_(chunk))):
+                checksums.setdefault(uid, []).append(sha)
     by_uid = {lab.study_uid: lab.label for lab in labels if lab.study_uid}
     by_accession = {(lab.accession_number, lab.patient_id): lab.label for lab in labels if lab.accession_number}
     labelled = []
     digest = hashlib.sha256()
     for pair in sorted(pairs, key=lambda p: p.study_uid):
-        study = studies[pair.study_uid]
-        label = by_uid.get(pair.study_uid) or by_accession.get((study.accession_number, patient_ids[pair.study_uid])) \
-            or by_accession.get((study.accession_number, ""), "")
+        accession, patient_id = keys[pair.study_uid]
+        label = by_uid.get(pair.study_uid) or by_accession.get((accession, patient_id)) or by_accession.get((accession, ""), "")
         index = CLASS_NAMES.index(label) if label in CLASS_NAMES else -1
         labelled.append(dataclasses.replace(pair, label_index=index))
         digest.update(json.dumps([pair.study_uid, sorted(checksums.get(pair.study_uid, [])),
