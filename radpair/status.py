@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from core.db import current_revision, make_engine, session_factory
 from core.models import Association, Instance, QuarantineEntry, Report, Study
 from radpair.options import add_settings_options, settings_from_args
+from radpair.retrain import summary as retrain_summary
 
 RECENT_ASSOCIATIONS = 10
 
@@ -59,5 +60,7 @@ def status(args: argparse.Namespace) -> int:
         return 1
     with session_factory(engine)() as session:
         print(render(session), end="")
+    # Retraining (radpair.retrain): the next scheduled run and the last run's outcome.
+    print("\n" + retrain_summary(engine), end="")
     engine.dispose()
     return 0
