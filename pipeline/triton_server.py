@@ -14,6 +14,7 @@ comes back with the same versions a hot swap left in place.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import subprocess
@@ -25,14 +26,20 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-import pytriton
-
 from core.settings import Settings
 from pipeline.triton_repository import ModelRepository, default_repository
 
 log = logging.getLogger(__name__)
 
-PYTRITON_DIR = Path(pytriton.__file__).resolve().parent
+def _package_dir(name: str) -> Path:
+    """An installed package's folder, found without importing it (pytriton's import pulls its whole client stack)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<{name} not installed>")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
+
+
+PYTRITON_DIR = _package_dir("pytriton")
 TRITON_DIR = PYTRITON_DIR / "tritonserver"
 PYTHON_TAG = f"{sys.version_info.major}.{sys.version_info.minor}"
 
