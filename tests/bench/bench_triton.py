@@ -40,7 +40,7 @@ KIND = os.environ.get("RADPAIR_BENCH_KIND", "cpu")
 MODEL = "radpair_classifier"
 
 
-def _source_model(repo: Path) -> tuple[torch.nn.Module, PreprocessParams, list[str], str]:
+def _source_model() -> tuple[torch.nn.Module, PreprocessParams, list[str], str]:
     """The shipped model's architecture and weights when present, else the default architecture."""
     shipped = ModelRepository(default_repository())
     if MODEL in shipped.models():
@@ -85,7 +85,7 @@ def _drive(concurrency: int, call: Callable[[int], object]) -> dict:
 
 
 def test_triton_vs_in_process(tmp_path: Path) -> None:
-    model, params, class_names, source = _source_model(tmp_path)
+    model, params, class_names, source = _source_model()
     device = torch.device("cuda" if KIND == "gpu" else "cpu")
     export_model(model, params, class_names, {"run": f"bench ({source})"}, tmp_path / "repo", MODEL, KIND, max_batch_size=8)
     scripted = torch.jit.load(str(tmp_path / "repo" / MODEL / "1" / "model.pt"), map_location=device).eval()
