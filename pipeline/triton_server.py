@@ -14,9 +14,11 @@ comes back with the same versions a hot swap left in place.
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -87,6 +89,16 @@ def server_environment() -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (str(libs), env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = os.pathsep.join((str(Path(sys.executable).parent), env.get("PATH", "")))
     return env
+
+
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child between fork and exec only calls it
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel sends it SIGTERM when radpair dies, even by SIGKILL,
+    so a killed radpair never leaves a tritonserver holding its ports."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ManagedTritonServer:
@@ -166,9 +178,15 @@ class ManagedTritonServer:
         self._stopping.clear()
         self._spawn()
         self.wait_ready()
-        self._supervisor = threading.Thread(target=self._supervise, name="triton-supervisor", daemon=True)
-        self._supervisor.start()
+        self.supervise()
         return self
+
+    def supervise(self) -> None:
+        """Watch the server from a thread and restart it (with backoff) whenever it is not running."""
+        self._stopping.clear()
+        if self._supervisor is None or not self._supervisor.is_alive():
+            self._supervisor = threading.Thread(target=self._supervise, name="triton-supervisor", daemon=True)
+            self._supervisor.start()
 
     def _spawn(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -178,7 +196,7 @@ class ManagedTritonServer:
         with self._lock:
             self._process = subprocess.Popen(
                 cmd, env=server_environment(), stdout=self._log_file, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )
         log.info("tritonserver started (pid %d, http %s, grpc %s, models %s, log %s)",
                  self._process.pid, self.http_url, self.grpc_url, ", ".join(self.models) or "none", self.log_path)
@@ -292,8 +310,15 @@ class TritonService:
         self.server = managed_server_from_settings(settings)
 
     def start(self, scheduler: object) -> None:
-        if self.server is not None:
+        """Blocks until the models are ready; a server that cannot start does not stop the service:
+        inference jobs wait (Triton unavailable) while the supervisor keeps retrying."""
+        if self.server is None:
+            return
+        try:
             self.server.start()
+        except TritonServerError as exc:
+            log.error("embedded Triton did not start: %s; inference jobs wait while it is retried", exc)
+            self.server.supervise()
 
     def stop(self) -> None:
         if self.server is not None:

@@ -22,6 +22,7 @@ from core.db import make_engine, upgrade
 from core.settings import Settings
 from listener.server import ListenerService
 from pipeline.service import PipelineService
+from pipeline.triton_server import TritonService
 from radpair.options import add_settings_options, settings_from_args
 from radpair.retrain import RetrainService
 
@@ -36,8 +37,10 @@ class Component(Protocol):
     def stop(self) -> None: ...
 
 
-# Started in this order, stopped in reverse.
-COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService, PipelineService, RetrainService)
+# Started in this order, stopped in reverse: the listener takes studies while the embedded Triton
+# loads its models, and the pipeline's workers stop before the server they call.
+COMPONENTS: tuple[Callable[[Settings, Engine], Component], ...] = (ListenerService, TritonService, PipelineService,
+                                                                   RetrainService)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,9 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **{"listener.port": args.port, "listener.ae_title": args.ae_title})
     logging.getLogger().setLevel(settings.log_level.upper())
-    # pynetdicom logs every request and APScheduler every job run at INFO; radpair logs one line
-    # per association and per study state change instead.
-    for noisy in ("pynetdicom", "apscheduler"):
+    # pynetdicom logs every request, APScheduler every job run and highdicom every module it copies
+    # at INFO; radpair logs one line per association, per study state change and per job instead.
+    for noisy in ("pynetdicom", "apscheduler", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     engine = make_engine(settings.database_url, echo=settings.database.echo)
     upgrade(engine)

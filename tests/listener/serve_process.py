@@ -15,12 +15,15 @@ _LISTENING = re.compile(r"listener: AE \S+ on [\d.]+:(\d+)")
 
 class ServeProcess:
     """Starts `radpair serve --data-dir DIR --port 0`, learns the port from its start-up log line,
-    and keeps its log (a reader thread drains the pipe so the service never blocks on it)."""
+    and keeps its log (a reader thread drains the pipe so the service never blocks on it).
+
+    Without inference unless ``env`` sets ``RADPAIR_TRITON_MODE``: most tests serve only the
+    listener, and an embedded Triton on its fixed default ports would collide between them."""
 
     def __init__(self, data_dir: Path, env: dict[str, str] | None = None, timeout: float = 60) -> None:
         self.proc = subprocess.Popen([*RADPAIR, "serve", "--data-dir", str(data_dir), "--port", "0"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, "RADPAIR_TRITON_MODE": "off", **(env or {})})
         self.lines: list[str] = []
         self.port = 0
         self._ready = threading.Event()
