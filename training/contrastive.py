@@ -66,13 +66,16 @@ class ContrastiveModel(nn.Module):
         self.weighting = LearnedWeighting(n_terms) if p.learned_weighting and n_terms > 1 else None
 
     def embed(self, images: torch.Tensor, text: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample vectors of this rank: global image/text and (if used) the four local ones."""
+        """Per-sample vectors of this rank: global image/text and (if used) the four local ones.
+
+        ``text``: tokens (``TextEncoder.tokenize``), reports already encoded by a frozen encoder
+        (``EncodedReports.batch``: it has ``global``), or, image-only, the second view."""
         img = self.image_encoder(images)
         out = {"image": self.image_global(img["global"])}
         if self.config.pretrain.mode == "image_only":
             out["text"] = self.text_global(self.image_encoder(text)["global"])
             return out
-        txt = self.text_encoder(text)
+        txt = text if "global" in text else self.text_encoder(text)
         out["text"] = self.text_global(txt["global"])
         if self.use_local:
             patches = self.image_local(img["local"].flatten(2).transpose(1, 2))

@@ -69,6 +69,9 @@ def pretrain(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, res
         start, history = state["epoch"], state["history"]
         log.info("resuming %s at epoch %d", out, start + 1)
     net = DistributedDataParallel(model) if ctx.world_size > 1 else model
+    # A fully frozen text encoder gives the same output at every step: encode each report once.
+    encoded = (model.text_encoder.encode_all(reports)
+               if p.mode == "contrastive" and not model.text_encoder.trainable else None)
 
     for epoch in range(start, p.epochs):
         if isinstance(sampler, DistributedSampler):
@@ -85,6 +88,8 @@ def pretrain(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, res
             view = augment(images, augment_gen) if config.data.augment else images
             if p.mode == "image_only":
                 text = augment(images, augment_gen)
+            elif encoded is not None:
+                text = encoded.batch([int(i) for i in batch["index"]], ctx.device)
             else:
                 text = {k: v.to(ctx.device) for k, v in model.text_encoder.tokenize(
                     [reports[int(i)] for i in batch["index"]]).items()}

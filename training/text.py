@@ -62,6 +62,8 @@ class TextEncoder(nn.Module):
             self.model.embeddings.requires_grad_(False)
         for layer in layers[:frozen_layers]:
             layer.requires_grad_(False)
+        if getattr(self.model, "pooler", None) is not None:  # unused: pooling is ours (CLS or mean)
+            self.model.pooler.requires_grad_(False)
 
     def _layers(self) -> nn.ModuleList:
         for name in ("encoder.layer", "encoder.layers", "layers", "transformer.layer"):
@@ -89,6 +91,25 @@ class TextEncoder(nn.Module):
             "word_mask": merge.sum(-1) > 0,
         }
 
+    @property
+    def trainable(self) -> bool:
+        return any(p.requires_grad for p in self.model.parameters())
+
+    @torch.no_grad()
+    def encode_all(self, texts: Sequence[str], batch_size: int = 32) -> "EncodedReports":
+        """Every report through the encoder once, in eval mode: what a fully frozen encoder
+        (``frozen_layers`` = all of them) gives at every step, computed once instead of per batch."""
+        was_training = self.training
+        self.eval()
+        device = next(self.model.parameters()).device
+        global_rows, words = [], []
+        for start in range(0, len(texts), batch_size):
+            out = self({k: v.to(device) for k, v in self.tokenize(texts[start:start + batch_size]).items()})
+            global_rows.append(out["global"])
+            words += [w[m] for w, m in zip(out["local"], out["word_mask"])]
+        self.train(was_training)
+        return EncodedReports(torch.cat(global_rows), words)
+
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``global`` [B, H], ``local`` word vectors [B, W, H] and ``word_mask`` [B, W]."""
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -99,3 +120,20 @@ class TextEncoder(nn.Module):
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
         words = torch.bmm(batch["word_merge"].to(hidden.dtype), hidden)
         return {"global": pooled, "local": words, "word_mask": batch["word_mask"]}
+
+
+class EncodedReports:
+    """Reports already through a frozen :class:`TextEncoder`; :meth:`batch` gives what its forward would."""
+
+    def __init__(self, global_rows: torch.Tensor, words: list[torch.Tensor]) -> None:
+        self.global_rows = global_rows
+        self.words = words
+
+    def batch(self, indices: Sequence[int], device: torch.device) -> dict[str, torch.Tensor]:
+        """``global`` [B, H], ``local`` [B, W, H] (zero-padded) and ``word_mask`` [B, W] of these reports."""
+        rows = [self.words[i] for i in indices]
+        local = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        mask = torch.zeros(local.shape[:2], dtype=torch.bool)
+        for i, r in enumerate(rows):
+            mask[i, :len(r)] = True
+        return {"global": self.global_rows[list(indices)].to(device), "local": local.to(device), "word_mask": mask.to(device)}

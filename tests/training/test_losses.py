@@ -92,3 +92,19 @@ def test_gradients_reach_both_encoders_and_learned_weights():
     assert model.text_encoder.model.encoder.layer[0].attention.self.query.weight.grad is None  # frozen
     assert model.weighting.log_vars.grad.abs().sum() > 0
     assert model.patch_to_words.in_proj_weight.grad.abs().sum() > 0
+
+
+def test_frozen_text_encoder_is_encoded_once_with_the_same_output():
+    from training.text import TextEncoder
+
+    reports = ["left frontal mass with cystic component", "cerebellar vermis lesion", "no abnormality", "pons mass"]
+    encoder = TextEncoder(frozen_layers=6, max_length=32)
+    assert not encoder.trainable
+    encoded = encoder.encode_all(reports, batch_size=3).batch([3, 0], torch.device("cpu"))
+    encoder.eval()
+    with torch.no_grad():
+        direct = encoder(encoder.tokenize([reports[3], reports[0]]))
+    assert torch.allclose(encoded["global"], direct["global"], atol=1e-5)
+    assert torch.equal(encoded["word_mask"], direct["word_mask"])
+    mask = direct["word_mask"]
+    assert torch.allclose(encoded["local"][mask], direct["local"][mask], atol=1e-5)
