@@ -170,7 +170,9 @@ def volume_dataset(
         items.append(item)
     keys = ["image", "mask"] if with_masks else ["image"]
     # Plain tensors: cached (on-disk) and fresh items then collate alike; training needs no metadata.
-    transforms = Compose([build_paired_transforms(params, "image", keys[1:]), EnsureTyped(keys=keys, track_meta=False)])
+    # Flat: MONAI's caching datasets cache up to the first Randomizable, and a nested Compose is one.
+    transforms = Compose([*build_paired_transforms(params, "image", keys[1:]).flatten().transforms,
+                          EnsureTyped(keys=keys, track_meta=False)])
     if not cache:
         return Dataset(items, transforms)
     if cache_dir:

@@ -68,3 +68,21 @@ def test_location_from_report_wording():
     assert location_from_report("Pontine lesion extending to the pons.") == 1
     assert location_from_report("Transtentorial extension of a thalamic mass.") == 2
     assert location_from_report("No abnormality.") == 3
+
+
+def test_cached_dataset_never_rereads_the_series(tmp_path):
+    """After the cache is filled an item comes from memory or the cache folder: the DICOM files can go."""
+    folders = []
+    for i in range(2):
+        folders.append(tmp_path / f"series{i}")
+        write_mr_series(folders[-1], np.full((8, 16, 16), 300 + 100 * i, np.uint16), (3.0, 3.0, 3.0))
+    studies = [PairedStudy(f"1.2.{i}", f"P{i}", folder, "report") for i, folder in enumerate(folders)]
+    params = PreprocessParams(spacing=(3.0, 3.0, 3.0), spatial_size=(8, 8, 8))
+    datasets = [volume_dataset(studies, params, workers=1), volume_dataset(studies, params, cache_dir=str(tmp_path / "c"))]
+    before = [[ds[i]["image"].clone() for i in range(2)] for ds in datasets]
+    for folder in folders:
+        for path in folder.iterdir():
+            path.unlink()
+    for ds, images in zip(datasets, before):
+        for i in range(2):
+            assert np.array_equal(ds[i]["image"], images[i])
