@@ -76,6 +76,8 @@ class PretrainConfig:
     lr: float = 1e-4
     weight_decay: float = 0.01
     embed_dim: int = 256
+    # BatchNorm in the global projection heads (off = the paper's Linear–ReLU–Linear).
+    projection_batch_norm: bool = False
     loss: Literal["triplet", "infonce"] = "triplet"
     margin: float = 0.25
     negatives_k: int = 2

@@ -21,8 +21,12 @@ from training.models import ImageEncoder
 from training.text import TextEncoder
 
 
-def projection(in_dim: int, out_dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(in_dim, out_dim), nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
+def projection(in_dim: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:
+    """The paper's Linear–ReLU–Linear head; ``batch_norm`` puts BatchNorm before the ReLU (as SimCLR's
+    projector does), which centres the batch so that embeddings of pooled ReLU features, nearly
+    collinear from the start, do not collapse onto one direction under a cosine loss."""
+    norm = [nn.BatchNorm1d(out_dim)] if batch_norm else []
+    return nn.Sequential(nn.Linear(in_dim, out_dim), *norm, nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
 
 
 def gather(t: torch.Tensor) -> torch.Tensor:
@@ -46,15 +50,16 @@ class ContrastiveModel(nn.Module):
         p = config.pretrain
         self.image_encoder = ImageEncoder(config.image.model_config())
         d = p.embed_dim
-        self.image_global = projection(self.image_encoder.out_channels, d)
+        bn = p.projection_batch_norm
+        self.image_global = projection(self.image_encoder.out_channels, d, bn)
         if p.mode == "contrastive":
             self.text_encoder = text_encoder or TextEncoder(
                 config.text.model_path, config.text.frozen_layers, config.text.pooling, config.text.max_length
             )
-            self.text_global = projection(self.text_encoder.hidden_size, d)
+            self.text_global = projection(self.text_encoder.hidden_size, d, bn)
         else:
             # Image-only baseline: the second augmented view goes through the same encoder.
-            self.text_global = projection(self.image_encoder.out_channels, d)
+            self.text_global = projection(self.image_encoder.out_channels, d, bn)
         self.use_local = p.mode == "contrastive" and p.local_loss
         if self.use_local:
             self.image_local = projection(self.image_encoder.local_channels, d)

@@ -108,3 +108,19 @@ def test_frozen_text_encoder_is_encoded_once_with_the_same_output():
     assert torch.equal(encoded["word_mask"], direct["word_mask"])
     mask = direct["word_mask"]
     assert torch.allclose(encoded["local"][mask], direct["local"][mask], atol=1e-5)
+
+
+def test_batch_norm_projection_spreads_nearly_collinear_features():
+    """Pooled ReLU features share a large common component; without centring, the projected
+    embeddings stay nearly collinear (every cosine distance ~0, the triplet loss stuck at its margin)."""
+    from training.contrastive import projection
+
+    torch.manual_seed(0)
+    features = 5.0 + 0.05 * torch.randn(16, 64)
+
+    def mean_cosine(head: torch.nn.Module) -> float:
+        z = torch.nn.functional.normalize(head.train()(features), dim=-1)
+        return float((z @ z.T).mean())
+
+    assert mean_cosine(projection(64, 32)) > 0.95
+    assert mean_cosine(projection(64, 32, batch_norm=True)) < 0.5
