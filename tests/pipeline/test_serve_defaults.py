@@ -1,12 +1,14 @@
 """`radpair serve` on its embedded defaults (what `make serve` runs): it starts the tritonserver
 shipped in the nvidia-pytriton wheel with the model shipped in triton_models/, and a study sent to
 the listener gets an analysis by that model. Killing radpair (SIGKILL) takes the server with it, so
-a restart finds the Triton ports free."""
+a restart finds the Triton ports free; a server that cannot start leaves the service up and is
+retried until it can."""
 
 from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +26,7 @@ from pipeline.triton_server import TRITON_DIR
 from tests.listener.serve_process import ServeProcess
 from tests.pipeline.test_e2e import storescu, wait_for
 from tests.support.postgres import free_port
-from training.cohort import read_cohort
+from training.cohort import CohortStudy, read_cohort
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,40 +44,53 @@ def _pid_alive(pid: int) -> bool:
         return stat.read().split(") ", 1)[1][0] != "Z"
 
 
-def test_serve_defaults_run_the_shipped_model_on_embedded_triton(tmp_path: Path) -> None:
+def _study(tmp_path: Path) -> CohortStudy:
     cohort_dir = tmp_path / "cohort"
     subprocess.run([sys.executable, "-m", "radpair", "cohort", "--out", str(cohort_dir), "--n", "1", "--seed", "5",
                     "--size", "24", "40", "40", "--lesion-free-fraction", "0"], check=True, capture_output=True,
                    timeout=300)
     (study,) = read_cohort(cohort_dir)
-    shipped_version = ModelRepository(default_repository()).current(SHIPPED)
-    env = {  # only what a test must change: its own ports and short waits; the triton.* mode stays the default
+    return study
+
+
+def _serve(data_dir: Path, http_port: int) -> ServeProcess:
+    return ServeProcess(data_dir, env={  # only its own ports and short waits; the triton.* mode stays the default
         "RADPAIR_TRITON_MODE": "embedded",
-        "RADPAIR_TRITON_HTTP_PORT": str(free_port()), "RADPAIR_TRITON_GRPC_PORT": str(free_port()),
+        "RADPAIR_TRITON_HTTP_PORT": str(http_port), "RADPAIR_TRITON_GRPC_PORT": str(free_port()),
         "RADPAIR_TRITON_METRICS_PORT": str(free_port()),
         "RADPAIR_LISTENER_STABLE_AGE": "1", "RADPAIR_LISTENER_STABILITY_CHECK_INTERVAL": "0.25",
         "RADPAIR_PIPELINE_POLL_INTERVAL": "0.25",
-    }
+    })
+
+
+def _sr_result(data_dir: Path, study_uid: str, timeout: float) -> Result:
+    engine = make_engine(f"sqlite:///{(data_dir / 'radpair.db').resolve()}")
+    sessions = session_factory(engine)
+
+    def sr() -> Result | None:
+        with sessions() as s:
+            return s.scalars(select(Result).join(Study, Study.id == Result.study_pk)
+                             .where(Study.study_uid == study_uid, Result.kind == "sr")).first()
+
+    try:
+        return wait_for("the study's SR", sr, timeout=timeout)
+    finally:
+        engine.dispose()
+
+
+def test_serve_defaults_run_the_shipped_model_on_embedded_triton(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    shipped_version = ModelRepository(default_repository()).current(SHIPPED)
     data_dir = tmp_path / "data"
-    serve = ServeProcess(data_dir, env=env)
+    serve = _serve(data_dir, free_port())
     try:
         storescu(sorted(study.series_dir.glob("*.dcm")) + [study.report_path], serve.port, "RADPAIR")
-        engine = make_engine(f"sqlite:///{(data_dir / 'radpair.db').resolve()}")
-        sessions = session_factory(engine)
-
-        def sr_result() -> Result | None:
-            with sessions() as s:
-                return s.scalars(select(Result).join(Study, Study.id == Result.study_pk)
-                                 .where(Study.study_uid == study.study_uid, Result.kind == "sr")).first()
-
-        result = wait_for("the study's SR", sr_result, timeout=120)
-        engine.dispose()
+        result = _sr_result(data_dir, study.study_uid, timeout=120)
         assert (result.model_name, result.model_version) == (SHIPPED, str(shipped_version)), serve.log()
         sr = hd.sr.srread(data_dir / "instances" / result.path)
         (group,) = sr.content.get_volumetric_roi_measurement_groups()
         (probability,) = group.get_measurements(name=codes.CLASS_PROBABILITY)
         assert 0.5 <= probability.value <= 1.0
-        assert "tritonserver started" in serve.log()
     finally:
         triton_pids = [int(p) for p in re.findall(r"tritonserver started \(pid (\d+)", serve.log())]
         serve.kill()
@@ -85,3 +100,25 @@ def test_serve_defaults_run_the_shipped_model_on_embedded_triton(tmp_path: Path)
     while any(_pid_alive(p) for p in triton_pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not any(_pid_alive(p) for p in triton_pids), "a SIGKILLed radpair left its tritonserver running"
+
+
+def test_triton_that_cannot_start_leaves_the_service_up_and_is_retried(tmp_path: Path) -> None:
+    study = _study(tmp_path)
+    http_port = free_port()
+    blocker = socket.socket()  # the port Triton wants is taken: a real start failure
+    blocker.bind(("127.0.0.1", http_port))
+    blocker.listen()
+    data_dir = tmp_path / "data"
+    serve = _serve(data_dir, http_port)
+    try:
+        wait_for("the failed start", lambda: "embedded Triton did not start" in serve.log(), timeout=120)
+        storescu(sorted(study.series_dir.glob("*.dcm")) + [study.report_path], serve.port, "RADPAIR")
+        assert serve.proc.poll() is None, serve.log()
+        blocker.close()
+        result = _sr_result(data_dir, study.study_uid, timeout=180)
+        assert result.model_name == SHIPPED
+        assert "tritonserver restarted" in serve.log()
+    finally:
+        blocker.close()
+        serve.kill()
+        print(serve.log())
