@@ -183,7 +183,6 @@ class ManagedTritonServer:
 
     def supervise(self) -> None:
         """Watch the server from a thread and restart it (with backoff) whenever it is not running."""
-        self._stopping.clear()
         if self._supervisor is None or not self._supervisor.is_alive():
             self._supervisor = threading.Thread(target=self._supervise, name="triton-supervisor", daemon=True)
             self._supervisor.start()
