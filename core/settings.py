@@ -12,21 +12,17 @@ names the key, rather than failing later inside a DICOM association.
 
 from __future__ import annotations
 
-import dataclasses
-import os
 import re
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Mapping
 
+from radpair.core import config
+from radpair.core.config import ConfigError
+
 ENV_PREFIX = "RADPAIR_"
-
-
-class SettingsError(ValueError):
-    """A settings value is missing, unknown or of the wrong type; the message names the key."""
+# Training configurations read their own variables (``radpair.training.config``).
+TRAIN_ENV_PREFIX = "RADPAIR_TRAIN_"
 
 
 @dataclass
@@ -76,8 +72,8 @@ class TritonSettings:
     http_port: int = 18000
     grpc_port: int = 18001
     metrics_port: int = 18002
+    # Empty: the embedded server's repository under data_dir (initialised from the shipped model).
     model_repository: str = ""
-    model_name: str = "radpair_classifier"
     timeout: float = 30.0
     startup_timeout: float = 120.0
     # Client retries on transient errors (refused, 503/UNAVAILABLE), backoff doubling from retry_backoff s.
@@ -98,30 +94,25 @@ class DestinationSettings:
 
 @dataclass
 class RoutingRuleSettings:
-    """Which stable studies a model runs on, on which series, and where the results go.
+    """Which stable studies a task's model runs on, and where the results go.
 
-    Every non-empty criterion must hold for a series; text criteria are regular expressions
-    (case-insensitive, searched) except ``modality``, which is an exact DICOM Modality.
+    Every non-empty criterion must hold for the study; they are regular expressions (case-insensitive,
+    searched). Which series of the study is analysed is the task's input rule, the same one training
+    uses (``[input]`` of the task file), never the rule's.
     """
 
     name: str
-    modality: str = "MR"
-    body_part: str = ""
-    series_description: str = ""
     study_description: str = ""
-    sop_class_uid: str = ""
+    # Any instance of the study sent by a calling AE title matching this.
     calling_ae: str = ""
-    # Orientation of the selected series: "axial", "sagittal", "coronal" or "any".
-    orientation: Literal["axial", "sagittal", "coronal", "any"] = "any"
-    min_instances: int = 8
-    # Empty: triton.model_name.
-    model: str = ""
+    # Task file (empty: the top-level ``task``): its classes, codes, input series and model.
+    task: str = ""
     # Names of [[pipeline.destinations]] entries; empty keeps results in the archive only.
     destinations: list[str] = field(default_factory=list)
 
 
 def _default_rules() -> list[RoutingRuleSettings]:
-    return [RoutingRuleSettings(name="mr")]
+    return [RoutingRuleSettings(name="default")]
 
 
 @dataclass
@@ -167,7 +158,7 @@ class RetrainSettings:
     # A candidate may be at most this much below the serving version on the primary metric.
     tolerance: float = 0.02
     # Training configuration file (TOML/JSON, see `radpair train`); empty: the training defaults.
-    config: str = ""
+    train_config: str = ""
     # Run directories; empty: <data_dir>/retrain.
     runs_dir: str = ""
     seed: int = 0
@@ -191,6 +182,9 @@ class RetrainSettings:
 class Settings:
     data_dir: Path = Path("data")
     log_level: str = "INFO"
+    # The task file: classes, locations, input series, report policy, codes, model. Empty: the
+    # shipped default task (radpair/core/tasks/braf_plgg.toml).
+    task: str = ""
     listener: ListenerSettings = field(default_factory=ListenerSettings)
     database: DatabaseSettings = field(default_factory=DatabaseSettings)
     triton: TritonSettings = field(default_factory=TritonSettings)
@@ -219,143 +213,58 @@ def load_settings(
 
     ``overrides`` uses dotted keys: ``{"listener.port": 11113}``.
     """
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise SettingsError(f"settings file {path} does not exist")
-        try:
-            raw = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"settings file {path} is not valid TOML: {exc}") from exc
-    _apply_environment(raw, os.environ if environ is None else environ)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        *tables, key = dotted.split(".")
-        target = raw
-        for table in tables:
-            target = target.setdefault(table, {})
-        target[key] = value
-    settings = _build(Settings, raw, "")
+    settings = config.load(Settings, path, what="settings", env_prefix=ENV_PREFIX, environ=environ,
+                           foreign_prefixes=(TRAIN_ENV_PREFIX,), overrides=overrides)
     _check(settings)
     return settings
-
-
-def _apply_environment(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    tables = {name for name, tp in typing.get_type_hints(Settings).items() if dataclasses.is_dataclass(tp)}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
-            continue
-        rest = name[len(ENV_PREFIX):].lower()
-        table, _, key = rest.partition("_")
-        if table in tables and key:
-            raw.setdefault(table, {})[key] = _parse_env_value(value)
-        else:
-            raw[rest] = _parse_env_value(value)
-
-
-def _parse_env_value(value: str) -> Any:
-    try:
-        return tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return value
-
-
-def _build(cls: type, raw: Mapping[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - names
-    if unknown:
-        key = prefix + sorted(unknown)[0]
-        raise SettingsError(f"unknown settings key '{key}'")
-    values = {}
-    for name in names:
-        if name in raw:
-            values[name] = _coerce(hints[name], raw[name], prefix + name)
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise SettingsError(f"settings table '{prefix.rstrip('.') or '(top)'}': {exc}") from exc
-
-
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise SettingsError(f"settings key '{key}' must be a table")
-        return _build(tp, value, key + ".")
-    if origin is Literal:
-        if value not in typing.get_args(tp):
-            allowed = ", ".join(repr(a) for a in typing.get_args(tp))
-            raise SettingsError(f"settings key '{key}' is {value!r}; expected one of {allowed}")
-        return value
-    if origin is list:
-        if not isinstance(value, list):
-            raise SettingsError(f"settings key '{key}' must be a list")
-        (item,) = typing.get_args(tp)
-        return [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-    if origin in (typing.Union, types.UnionType):
-        return value
-    if tp is Path:
-        if not isinstance(value, (str, Path)):
-            raise SettingsError(f"settings key '{key}' must be a path string")
-        return Path(value)
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is str and not isinstance(value, str):
-        return str(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise SettingsError(f"settings key '{key}' is {value!r}; expected {tp.__name__}")
-    return value
 
 
 def _check(s: Settings) -> None:
     lst = s.listener
     if not 0 <= lst.port < 65536:
-        raise SettingsError(f"settings key 'listener.port' is {lst.port}; expected 0-65535 (0: any free port)")
+        raise ConfigError(f"settings key 'listener.port' is {lst.port}; expected 0-65535 (0: any free port)")
     if not 0 < len(lst.ae_title.strip()) <= 16:
-        raise SettingsError("settings key 'listener.ae_title' must be 1-16 characters")
+        raise ConfigError("settings key 'listener.ae_title' must be 1-16 characters")
     if lst.stable_age <= 0:
-        raise SettingsError("settings key 'listener.stable_age' must be > 0 seconds")
+        raise ConfigError("settings key 'listener.stable_age' must be > 0 seconds")
     if lst.max_associations < 1:
-        raise SettingsError("settings key 'listener.max_associations' must be >= 1")
+        raise ConfigError("settings key 'listener.max_associations' must be >= 1")
     if bool(lst.tls_cert) != bool(lst.tls_key):
-        raise SettingsError("settings keys 'listener.tls_cert' and 'listener.tls_key' go together")
+        raise ConfigError("settings keys 'listener.tls_cert' and 'listener.tls_key' go together")
     if lst.tls_require_client_cert and not lst.tls_ca:
-        raise SettingsError("settings key 'listener.tls_require_client_cert' needs 'listener.tls_ca'")
+        raise ConfigError("settings key 'listener.tls_require_client_cert' needs 'listener.tls_ca'")
     if s.triton.retries < 0 or s.triton.retry_backoff < 0:
-        raise SettingsError("settings keys 'triton.retries' and 'triton.retry_backoff' must be >= 0")
+        raise ConfigError("settings keys 'triton.retries' and 'triton.retry_backoff' must be >= 0")
     if s.triton.mode == "remote" and not s.triton.url:
-        raise SettingsError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
+        raise ConfigError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
     _check_pipeline(s.pipeline)
     _check_retrain(s.retrain)
 
 
 def _check_pipeline(p: PipelineSettings) -> None:
     if p.workers < 1:
-        raise SettingsError("settings key 'pipeline.workers' must be >= 1")
+        raise ConfigError("settings key 'pipeline.workers' must be >= 1")
     if p.max_attempts < 1:
-        raise SettingsError("settings key 'pipeline.max_attempts' must be >= 1")
+        raise ConfigError("settings key 'pipeline.max_attempts' must be >= 1")
     if p.heartbeat_interval >= p.lease_seconds:
-        raise SettingsError("settings key 'pipeline.heartbeat_interval' must be < 'pipeline.lease_seconds'")
+        raise ConfigError("settings key 'pipeline.heartbeat_interval' must be < 'pipeline.lease_seconds'")
     if not 0 < p.attention_threshold <= 1:
-        raise SettingsError("settings key 'pipeline.attention_threshold' must be in (0, 1]")
+        raise ConfigError("settings key 'pipeline.attention_threshold' must be in (0, 1]")
     names = [d.name for d in p.destinations]
     for i, dest in enumerate(p.destinations):
         if names.count(dest.name) > 1:
-            raise SettingsError(f"settings key 'pipeline.destinations[{i}].name' {dest.name!r} is not unique")
+            raise ConfigError(f"settings key 'pipeline.destinations[{i}].name' {dest.name!r} is not unique")
         if not 0 < dest.port < 65536:
-            raise SettingsError(f"settings key 'pipeline.destinations[{i}].port' is {dest.port}; expected 1-65535")
+            raise ConfigError(f"settings key 'pipeline.destinations[{i}].port' is {dest.port}; expected 1-65535")
     for i, rule in enumerate(p.rules):
-        for key in ("body_part", "series_description", "study_description", "calling_ae"):
+        for key in ("study_description", "calling_ae"):
             try:
                 re.compile(getattr(rule, key))
             except re.error as exc:
-                raise SettingsError(f"settings key 'pipeline.rules[{i}].{key}' is not a regular expression: {exc}") from exc
+                raise ConfigError(f"settings key 'pipeline.rules[{i}].{key}' is not a regular expression: {exc}") from exc
         for name in rule.destinations:
             if name not in names:
-                raise SettingsError(f"settings key 'pipeline.rules[{i}].destinations' names unknown destination {name!r}")
+                raise ConfigError(f"settings key 'pipeline.rules[{i}].destinations' names unknown destination {name!r}")
 
 
 def _check_retrain(r: RetrainSettings) -> None:
@@ -364,18 +273,18 @@ def _check_retrain(r: RetrainSettings) -> None:
     try:
         ZoneInfo(r.timezone)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise SettingsError(f"settings key 'retrain.timezone' is {r.timezone!r}: not an IANA time zone") from exc
+        raise ConfigError(f"settings key 'retrain.timezone' is {r.timezone!r}: not an IANA time zone") from exc
     try:
         r.cron_trigger()
     except ValueError as exc:
-        raise SettingsError(f"settings key 'retrain.cron' is {r.cron!r}: {exc}") from exc
+        raise ConfigError(f"settings key 'retrain.cron' is {r.cron!r}: {exc}") from exc
     if r.min_new_pairs < 0:
-        raise SettingsError("settings key 'retrain.min_new_pairs' must be >= 0")
+        raise ConfigError("settings key 'retrain.min_new_pairs' must be >= 0")
     if not 0 < r.held_out_fraction < 1:
-        raise SettingsError("settings key 'retrain.held_out_fraction' must be in (0, 1)")
+        raise ConfigError("settings key 'retrain.held_out_fraction' must be in (0, 1)")
     if r.tolerance < 0:
-        raise SettingsError("settings key 'retrain.tolerance' must be >= 0")
+        raise ConfigError("settings key 'retrain.tolerance' must be >= 0")
     if r.misfire_grace_time < 1:
-        raise SettingsError("settings key 'retrain.misfire_grace_time' must be >= 1 second")
+        raise ConfigError("settings key 'retrain.misfire_grace_time' must be >= 1 second")
     if r.lock_lease <= 0:
-        raise SettingsError("settings key 'retrain.lock_lease' must be > 0 seconds")
+        raise ConfigError("settings key 'retrain.lock_lease' must be > 0 seconds")

@@ -6,12 +6,11 @@ that passed :func:`core.uids.validate_uid`, so nothing a peer sends can steer a 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from pathlib import Path
 
-from core.uids import validate_uid
+from radpair.core.uids import validate_uid
 
 
 def fsync_dir(path: Path) -> None:
@@ -42,13 +41,6 @@ def atomic_write(path: Path, chunks: list[bytes] | tuple[bytes, ...]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
-
-
-def sha256_of(chunks: list[bytes] | tuple[bytes, ...]) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
 
 
 class InstanceStore:

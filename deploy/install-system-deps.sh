@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite talks to (real DCMTK, Orthanc, dicom3tools,
-# PostgreSQL) when any of them is missing. Needs root or sudo; does nothing if all are present.
+# PostgreSQL; openssl makes the TLS tests' certificates) when any of them is missing. Needs root or sudo; does nothing if all are present.
 set -euo pipefail
 need=()
 command -v storescu >/dev/null || need+=(dcmtk)
 command -v Orthanc >/dev/null || need+=(orthanc orthanc-dicomweb)
 command -v dciodvfy >/dev/null || need+=(dicom3tools)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v openssl >/dev/null || need+=(openssl)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "installing system packages: ${need[*]}"
 SUDO=""

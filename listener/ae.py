@@ -11,7 +11,7 @@ from pynetdicom.events import Event
 from pynetdicom.service_class import StorageServiceClass
 from pynetdicom.sop_class import Verification, register_uid, uid_to_service_class
 
-from core.settings import ListenerSettings
+from radpair.core.settings import ListenerSettings
 
 
 STORAGE_ROOT = "1.2.840.10008.5.1.4.1.1."

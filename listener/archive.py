@@ -17,9 +17,9 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Instance, Patient, Series, Study, StudyState, utcnow
-from listener.header import InstanceHeader
-from listener.reports import NON_IMAGING_MODALITIES, ParsedReport, pair_waiting_reports, save_report
+from radpair.core.models import Instance, Patient, Series, Study, StudyState, utcnow
+from radpair.listener.header import InstanceHeader
+from radpair.listener.reports import NON_IMAGING_MODALITIES, ParsedReport, pair_waiting_reports, save_report
 
 log = logging.getLogger(__name__)
 

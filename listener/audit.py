@@ -1,7 +1,9 @@
 """The audit trail: one Association row and one log line per association.
 
 Counts are kept in memory while the association runs (ingest bumps them) and written once, when
-it is released, aborted or its connection closes.
+it ends. The row reaches its final state before the peer can see the end: a rejection is written
+before the A-ASSOCIATE-RJ goes out, a release when the A-RELEASE-RQ arrives (pynetdicom sends the
+A-RELEASE-RP after EVT_ACSE_RECV), an abort or a dropped connection when the connection closes.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from dataclasses import dataclass, field
 
 from pynetdicom.association import Association as PynetdicomAssociation
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import A_RELEASE
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Association, utcnow
+from radpair.core.models import Association, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,7 @@ class AuditTrail:
         self._sessions = sessions
         self._called_ae = called_ae
         self._active: dict[PynetdicomAssociation, AssociationStats] = {}
+        self._rejected: set[int] = set()
         self._lock = threading.Lock()
 
     def stats(self, assoc: PynetdicomAssociation) -> AssociationStats:
@@ -62,23 +66,45 @@ class AuditTrail:
         stats = self.stats(event.assoc)
         stats.pk = self._insert(stats, "accepted")
 
+    def rejected(self, assoc: PynetdicomAssociation, calling_ae: str, reason: str) -> None:
+        """A refusal radpair makes, recorded before the A-ASSOCIATE-RJ is sent."""
+        with self._lock:
+            self._rejected.add(id(assoc))
+        self._record_rejection(assoc, calling_ae, reason)
+
     def on_rejected(self, event: Event) -> None:
+        """EVT_REJECTED: record a refusal pynetdicom made by itself (radpair's own are recorded already)."""
         assoc = event.assoc
+        with self._lock:
+            if id(assoc) in self._rejected:
+                self._rejected.discard(id(assoc))
+                return
         calling = assoc.requestor.primitive.calling_ae_title.strip() if assoc.requestor.primitive else ""
         rj = assoc.acceptor.primitive
         reason = REJECT_REASONS.get((rj.result_source, rj.diagnostic), "rejected") if rj else "rejected"
-        stats = AssociationStats(calling, assoc.requestor.address, assoc.requestor.port)
-        log.warning("association %s@%s:%d rejected: %s", calling, stats.address, stats.port, reason)
+        self._record_rejection(assoc, calling, reason)
+
+    def _record_rejection(self, assoc: PynetdicomAssociation, calling_ae: str, reason: str) -> None:
+        stats = AssociationStats(calling_ae, assoc.requestor.address, assoc.requestor.port)
+        log.warning("association %s@%s:%d rejected: %s", calling_ae, stats.address, stats.port, reason)
         self._insert(stats, f"rejected: {reason}", ended=True)
 
+    def on_acse_received(self, event: Event) -> None:
+        """EVT_ACSE_RECV: an A-RELEASE-RQ ends the association; record it before the reply goes out."""
+        primitive = event.primitive
+        if isinstance(primitive, A_RELEASE) and primitive.result is None:
+            self._finish(event.assoc, "released")
+
     def on_closed(self, event: Event) -> None:
-        """EVT_CONN_CLOSE: finish the row and log the association's one line."""
-        assoc = event.assoc
+        """EVT_CONN_CLOSE: an association that was not released was aborted (or its peer vanished)."""
+        self._finish(event.assoc, "released" if event.assoc.is_released else "aborted")
+
+    def _finish(self, assoc: PynetdicomAssociation, outcome: str) -> None:
+        """Write the row's final state and log the association's one line (once)."""
         with self._lock:
             stats = self._active.pop(assoc, None)
-        if stats is None:  # rejected, or closed before it was established
+        if stats is None:  # rejected, closed before it was established, or already finished
             return
-        outcome = "released" if assoc.is_released else "aborted"
         seconds = time.monotonic() - stats.started
         rate = stats.stored / seconds if seconds > 0 else 0.0
         log.info("association %s@%s:%d %s: %d stored, %d duplicates, %d failed, %.1f MB in %.2f s (%.0f/s)",

@@ -9,7 +9,7 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from core.uids import InvalidUID, validate_uid
+from radpair.core.uids import InvalidUID, validate_uid
 
 # Only these are converted; pixel data and everything after it are never read.
 HEADER_KEYWORDS = (

@@ -24,12 +24,12 @@ from pydicom.dataset import Dataset
 from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
-from core.store import InstanceStore
-from listener.archive import Archive, ArchiveUnavailable
-from listener.audit import AuditTrail
-from listener.header import HeaderError, read_header
-from listener.quarantine import Quarantine
-from listener.reports import REPORT_SOP_CLASSES, ParsedReport, parse_report
+from radpair.core.store import InstanceStore
+from radpair.listener.archive import Archive, ArchiveUnavailable
+from radpair.listener.audit import AuditTrail
+from radpair.listener.header import HeaderError, read_header
+from radpair.listener.quarantine import Quarantine
+from radpair.listener.reports import REPORT_SOP_CLASSES, ParsedReport, parse_report
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import QuarantineEntry
-from core.store import atomic_write
+from radpair.core.models import QuarantineEntry
+from radpair.core.store import atomic_write
 
 log = logging.getLogger(__name__)
 

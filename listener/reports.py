@@ -24,7 +24,7 @@ from pydicom.uid import (
 from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
-from core.models import Patient, Report, Series, Study
+from radpair.core.models import Patient, Report, Series, Study
 
 REPORT_SOP_CLASSES = frozenset({
     BasicTextSRStorage, EnhancedSRStorage, ComprehensiveSRStorage, Comprehensive3DSRStorage, ExtensibleSRStorage,

@@ -9,16 +9,16 @@ from pynetdicom import evt
 from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
-from core.db import session_factory
-from core.settings import Settings
-from core.store import InstanceStore
-from listener.access import AccessPolicy
-from listener.ae import build_ae, set_nodelay, tls_context
-from listener.archive import Archive
-from listener.audit import AuditTrail
-from listener.ingest import Ingestor
-from listener.quarantine import Quarantine
-from listener.stability import mark_stable_studies
+from radpair.core.db import session_factory
+from radpair.core.settings import Settings
+from radpair.core.store import InstanceStore
+from radpair.listener.access import AccessPolicy
+from radpair.listener.ae import build_ae, set_nodelay, tls_context
+from radpair.listener.archive import Archive
+from radpair.listener.audit import AuditTrail
+from radpair.listener.ingest import Ingestor
+from radpair.listener.quarantine import Quarantine
+from radpair.listener.stability import mark_stable_studies
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ class ListenerService:
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings = settings
         lst = settings.listener
-        self.access = AccessPolicy(lst)  # refuses an unsafe configuration before anything starts
         self.sessions = session_factory(engine)
         self.audit = AuditTrail(self.sessions, lst.ae_title)
+        self.access = AccessPolicy(lst, self.audit)  # refuses an unsafe configuration before anything starts
         self.ingestor = Ingestor(InstanceStore(settings.store_dir),
                                  Archive(self.sessions, replace_changed=lst.on_changed_duplicate == "replace"),
                                  Quarantine(settings.quarantine_dir, self.sessions), self.audit)
@@ -59,6 +59,7 @@ class ListenerService:
             (evt.EVT_REQUESTED, self.access.on_requested),
             (evt.EVT_ESTABLISHED, self.audit.on_established),
             (evt.EVT_REJECTED, self.audit.on_rejected),
+            (evt.EVT_ACSE_RECV, self.audit.on_acse_received),
             (evt.EVT_CONN_CLOSE, self.audit.on_closed),
             (evt.EVT_C_STORE, self.ingestor.on_store),
         ]

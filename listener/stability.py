@@ -16,7 +16,7 @@ import logging
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Study, StudyState, utcnow
+from radpair.core.models import Study, StudyState, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ import io
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -27,19 +26,18 @@ from pydicom.uid import generate_uid
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Delivery, Instance, Job, Report, Result, Series, Study, StudyState
-from core.preprocess import PreprocessParams
-from core.settings import Settings
-from core.store import InstanceStore
-from pipeline import codes
-from pipeline.inference import predict
-from pipeline.jobs import ClaimedJob, Skip, enqueue
-from pipeline.results import Provenance, headers
-from pipeline.results.pmap import build_parametric_map
-from pipeline.results.sc import build_key_image
-from pipeline.results.seg import build_seg
-from pipeline.results.sr import build_sr
-from pipeline.rules import NoMatch, route, study_series
+from radpair.core.gateway import ModelGateway
+from radpair.core.models import Delivery, Instance, Job, Result, Series, Study, StudyState
+from radpair.core.settings import Settings
+from radpair.core.store import InstanceStore
+from radpair.pipeline.inference import predict
+from radpair.pipeline.jobs import ClaimedJob, Skip, enqueue
+from radpair.pipeline.results import Provenance, headers
+from radpair.pipeline.results.pmap import build_parametric_map
+from radpair.pipeline.results.sc import build_key_image
+from radpair.pipeline.results.seg import build_seg
+from radpair.pipeline.results.sr import build_sr
+from radpair.pipeline.rules import NoMatch, route
 
 log = logging.getLogger(__name__)
 
@@ -49,22 +47,6 @@ LIBRARY_SLICES = 12
 
 # Series numbers of radpair's result series (high, so they sort after the acquired series).
 SERIES_NUMBERS = {"seg": 9901, "pm": 9902, "sr": 9903, "sc": 9904}
-
-
-@dataclass(frozen=True)
-class ServingModel:
-    """The version Triton serves now, with what it needs: its preprocessing and class names."""
-
-    name: str
-    version: str
-    params: PreprocessParams
-    class_names: tuple[str, ...]
-    infer: Callable[[np.ndarray], Any]
-
-
-class ModelGateway(Protocol):
-    def serving(self, model_name: str) -> ServingModel:
-        """Raise a ConnectionError when the model server is unreachable or the model not ready."""
 
 
 def result_uid(study_uid: str, generation: int, kind: str, model_version: str, what: str) -> str:
@@ -110,19 +92,21 @@ class StudyAnalysis:
                 raise Skip(f"superseded by generation {study.stable_generation}")
             if session.scalar(select(Result.id).where(Result.job_pk == job.id).limit(1)) is not None:
                 return "results were already recorded by an earlier attempt"
-            decision = route(self.settings.pipeline.rules, study_series(session, study, self.store))
+            decision = route(self.settings, session, study, self.store)
             if isinstance(decision, NoMatch):
                 raise Skip(decision.reason)
-            series = session.scalars(select(Series).where(Series.series_uid == decision.series.series_uid)).one()
+            series = session.get(Series, decision.inputs.series.pk)
             _skip_if_unchanged(session, study.id, series)
-            paths = [self.store.absolute(p) for p in
-                     session.scalars(select(Instance.path).where(Instance.series_pk == series.id))]
-            report_text = " ".join(session.scalars(select(Report.text).where(Report.study_pk == study.id)))
             study_uid = study.study_uid
+        task = decision.task
+        paths = [self.store.absolute(p) for p in decision.inputs.paths]
         source = _read_source(paths)
         timings["load"] = time.perf_counter() - start
 
-        model = self.models.serving(decision.rule.model or self.settings.triton.model_name)
+        model = self.models.serving(task.model)
+        if tuple(model.class_names) != task.class_names:
+            raise ValueError(f"model {model.name} v{model.version} predicts {list(model.class_names)}, but task "
+                             f"{task.name!r} has classes {list(task.class_names)}: export a model trained for the task")
         prediction = predict(paths[0].parent, source, model.params, model.infer, model.class_names)
         timings.update(prediction.timings)
 
@@ -136,14 +120,15 @@ class StudyAnalysis:
         mask = prediction.attention >= self.settings.pipeline.attention_threshold * max(
             float(prediction.attention.max()), 1e-6)
         source_headers = headers(source)
-        seg = build_seg(source_headers, mask, prov, *uids("seg"), SERIES_NUMBERS["seg"])
+        seg = build_seg(source_headers, mask, task, prov, *uids("seg"), SERIES_NUMBERS["seg"])
         objects: dict[str, Dataset] = {
             "seg": seg,
-            "pm": build_parametric_map(source_headers, prediction.attention, prov, *uids("pm"), SERIES_NUMBERS["pm"]),
+            "pm": build_parametric_map(source_headers, prediction.attention, task, prov, *uids("pm"),
+                                       SERIES_NUMBERS["pm"]),
         }
         objects["sr"] = build_sr(
-            source_headers, headers([seg])[0], prediction.predicted_class, prediction.probability,
-            codes.location_from_report(report_text), prov, *uids("sr"), SERIES_NUMBERS["sr"],
+            source_headers, headers([seg])[0], task, prediction.predicted_class, prediction.probability,
+            task.location_of(decision.inputs.report), prov, *uids("sr"), SERIES_NUMBERS["sr"],
             tracking_uid=result_uid(study_uid, job.generation, "sr", prov.model_version, "tracking"),
             library=[source_headers[i] for i in _key_slices(mask, prediction.attention)],
             previous_versions=headers(self._previous_srs(job.study_pk)),

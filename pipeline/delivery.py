@@ -14,11 +14,11 @@ from collections.abc import Callable
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Delivery, Result, utcnow
-from core.scu import Peer, PeerUnavailable, store_files
-from core.settings import DestinationSettings
-from core.store import InstanceStore
-from pipeline.jobs import ClaimedJob
+from radpair.core.models import Delivery, Result, utcnow
+from radpair.core.scu import Peer, PeerUnavailable, store_files
+from radpair.core.settings import DestinationSettings
+from radpair.core.store import InstanceStore
+from radpair.pipeline.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
 

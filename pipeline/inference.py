@@ -21,7 +21,7 @@ from monai.data import MetaTensor
 from pydicom import Dataset
 from scipy.ndimage import map_coordinates
 
-from core.preprocess import PreprocessParams, build_transforms, invert_to_source
+from radpair.core.preprocess import PreprocessParams, build_transforms, invert_to_source
 
 
 @dataclass(frozen=True)

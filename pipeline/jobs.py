@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.models import Job, JobState, utcnow
+from radpair.core.models import Job, JobState, utcnow
 
 log = logging.getLogger(__name__)
 

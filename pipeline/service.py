@@ -11,38 +11,43 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from pathlib import Path
 
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 
-from core.db import session_factory
-from core.settings import Settings
-from core.store import InstanceStore
-from pipeline.analysis import ModelGateway, StudyAnalysis, enqueue_stable_studies
-from pipeline.delivery import Outbox
-from pipeline.jobs import JobQueue, QueuePolicy
-from pipeline.serving import TritonGateway
-from pipeline.workers import WorkerPool
+from radpair.core.db import session_factory
+from radpair.core.gateway import ModelGateway
+from radpair.core.settings import Settings
+from radpair.core.store import InstanceStore
+from radpair.pipeline.analysis import StudyAnalysis, enqueue_stable_studies
+from radpair.pipeline.delivery import Outbox
+from radpair.pipeline.jobs import JobQueue, QueuePolicy
+from radpair.pipeline.workers import Handler, WorkerPool
 
 log = logging.getLogger(__name__)
 
 
 class PipelineService:
-    """A ``radpair serve`` component: ``start(scheduler)`` / ``stop()``."""
+    """A ``radpair serve`` component: ``start(scheduler)`` / ``stop()``.
+
+    ``models`` is the model server (the composition root passes Triton's gateway); without one
+    (``triton.mode = "off"``) no inference job is run: they stay pending until a server is configured.
+    """
 
     name = "pipeline"
 
-    def __init__(self, settings: Settings, engine: Engine, models: ModelGateway | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Engine, models: ModelGateway | None) -> None:
         self.settings = settings
         self.sessions = session_factory(engine)
         p = settings.pipeline
         self.queue = JobQueue(self.sessions, QueuePolicy(p.lease_seconds, p.max_attempts, p.backoff_base,
                                                           p.backoff_max))
         store = InstanceStore(settings.store_dir)
-        handlers = {
-            "inference": StudyAnalysis(settings, self.sessions, store, models or TritonGateway(settings)),
-            "delivery": Outbox(self.sessions, store, p.destinations),
-        }
+        handlers: dict[str, Handler] = {"delivery": Outbox(self.sessions, store, p.destinations)}
+        if models is not None:
+            handlers["inference"] = StudyAnalysis(settings, self.sessions, store, models)
+        self.inference = models is not None
         self.workers = WorkerPool(self.queue, handlers, p.workers, p.poll_interval, p.heartbeat_interval)
 
     def start(self, scheduler: BaseScheduler) -> None:
@@ -57,8 +62,9 @@ class PipelineService:
         self._release_dead_workers()
         self.queue.expire_leases()
         self.workers.start()
-        log.info("pipeline: %d workers, %d routing rules, destinations: %s", p.workers, len(p.rules),
-                 ", ".join(f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in p.destinations) or "none")
+        log.info("pipeline: %d workers, %d routing rules, destinations: %s%s", p.workers, len(p.rules),
+                 ", ".join(f"{d.name}={d.ae_title}@{d.host}:{d.port}" for d in p.destinations) or "none",
+                 "" if self.inference else "; no model server (triton.mode = off): inference jobs wait")
 
     def _release_dead_workers(self) -> None:
         """Jobs held by a radpair process on this host that no longer exists (killed) run now,
@@ -78,6 +84,12 @@ class PipelineService:
 
 
 def _process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs; a zombie (dead, not yet reaped by its parent) does not."""
+    if Path("/proc/self/stat").is_file():
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -18,8 +18,8 @@ import time
 import traceback
 from collections.abc import Callable
 
-from core.models import JobState
-from pipeline.jobs import ClaimedJob, JobQueue, Skip
+from radpair.core.models import JobState
+from radpair.pipeline.jobs import ClaimedJob, JobQueue, Skip
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,1 @@
-"""The ``radpair`` command-line shell: wires core, listener, pipeline and training together."""
+"""radpair: a DICOM-native PACS node for imaging AI. Its layers are the sub-packages (docs/architecture.md)."""

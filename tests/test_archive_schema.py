@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlalchemy import inspect, select
 
-from core.db import current_revision, make_engine, session_factory, upgrade
-from core.models import Instance, Patient, Series, Study, StudyState
+from radpair.core.db import current_revision, make_engine, session_factory, upgrade
+from radpair.core.models import Instance, Patient, Series, Study, StudyState
 
 
 def test_migrations_create_schema_and_are_idempotent(database_url: str) -> None:

@@ -1,39 +1,32 @@
 """Training configuration: one TOML or JSON file, every hyper-parameter of the paper's Tables 8–9.
 
 Tables: ``[data]``, ``[image]``, ``[text]``, ``[pretrain]``, ``[finetune]`` plus top-level ``seed``.
-Unknown keys are refused with the dotted key name, so a typo never silently trains the default.
+Read by radpair's one loader (:mod:`radpair.core.config`): unknown keys and wrong types are
+refused with the dotted key name, ``RADPAIR_TRAIN_<TABLE>_<KEY>`` variables override the file, and
+``--set table.key=value`` overrides both. What is learnt (classes, locations, leak terms, the input
+series and its preprocessing) is the task's (:mod:`radpair.core.task`), not the configuration's.
 The resolved configuration is written into every run directory as ``config.json``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import tomllib
-import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.preprocess import PreprocessParams
-from training.text import DEFAULT_LEAK_TERMS
+from radpair.core.config import ConfigError, load
+from radpair.core.settings import TRAIN_ENV_PREFIX
 
 
 @dataclass
 class DataConfig:
-    spacing: list[float] = field(default_factory=lambda: [3.0, 3.0, 3.0])
-    spatial_size: list[int] = field(default_factory=lambda: [64, 64, 64])
-    normalisation: Literal["zscore", "percentile"] = "zscore"
     # Empty: preprocessed volumes cached in memory (CacheDataset); a folder: on disk (PersistentDataset).
     cache_dir: str = ""
     augment: bool = True
     # DataLoader worker processes; 0 is right for cached volumes (augmentation runs on the device).
     num_workers: int = 0
-    # Patient-level split: this fraction of patients is held out of training and model selection.
-    held_out_fraction: float = 0.0
-
-    def preprocess(self) -> PreprocessParams:
-        return PreprocessParams(spacing=tuple(self.spacing), spatial_size=tuple(self.spatial_size), normalisation=self.normalisation)
 
 
 @dataclass
@@ -48,12 +41,16 @@ class ImageConfig:
     # Optional local image-encoder checkpoint (MedicalNet format or a radpair run); never downloaded.
     checkpoint: str = ""
 
-    def model_config(self) -> dict[str, Any]:
+    def encoder_config(self) -> dict[str, Any]:
         return {
             "depth": self.depth, "widths": list(self.widths), "in_channels": 1, "stem_stride": self.stem_stride,
             "max_pool": self.max_pool, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
-            "head_hidden": self.head_hidden, "num_classes": 2,
+            "head_hidden": self.head_hidden,
         }
+
+    def model_config(self, num_classes: int) -> dict[str, Any]:
+        """The classifier's ``model_config.json`` for a task of ``num_classes`` classes."""
+        return {**self.encoder_config(), "num_classes": num_classes}
 
 
 @dataclass
@@ -63,7 +60,6 @@ class TextConfig:
     frozen_layers: int = 4
     pooling: Literal["cls", "mean"] = "cls"
     max_length: int = 256
-    leak_terms: list[str] = field(default_factory=lambda: list(DEFAULT_LEAK_TERMS))
 
 
 @dataclass
@@ -126,49 +122,15 @@ class TrainConfig:
             raise ValueError("pretrain.location_coefficient must be in (0, 1]")
         if self.finetune.folds < 2:
             raise ValueError("finetune.folds must be >= 2")
-        self.data.preprocess()
 
 
-def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(raw) - names
-    if unknown:
-        raise ValueError(f"unknown training config key '{prefix}{sorted(unknown)[0]}'")
-    values = {}
-    for name, value in raw.items():
-        tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            if not isinstance(value, dict):
-                raise ValueError(f"training config key '{prefix}{name}' must be a table")
-            value = _build(tp, value, f"{prefix}{name}.")
-        elif typing.get_origin(tp) is Literal and value not in typing.get_args(tp):
-            raise ValueError(f"training config key '{prefix}{name}' is {value!r}; expected one of {typing.get_args(tp)}")
-        elif tp is float and isinstance(value, int):
-            value = float(value)
-        values[name] = value
-    return cls(**values)
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a TOML/JSON file (or the defaults), then ``key.sub=value`` overrides (TOML values)."""
-    raw: dict[str, Any] = {}
-    if path:
-        text = Path(path).read_text()
-        raw = json.loads(text) if str(path).endswith(".json") else tomllib.loads(text)
-    for item in overrides or []:
-        dotted, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"override {item!r} must look like key.sub=value")
-        try:
-            parsed = tomllib.loads(f"v = {value}")["v"]
-        except tomllib.TOMLDecodeError:
-            parsed = value
-        *tables, key = dotted.strip().split(".")
-        target = raw
-        for table in tables:
-            target = target.setdefault(table, {})
-        target[key] = parsed
-    config = _build(TrainConfig, raw, "")
-    config.check()
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                environ: Mapping[str, str] | None = None) -> TrainConfig:
+    """A TOML/JSON file (or the defaults), then ``RADPAIR_TRAIN_...`` variables, then ``key.sub=value`` overrides."""
+    config = load(TrainConfig, path, what="training config", env_prefix=TRAIN_ENV_PREFIX, environ=environ,
+                  overrides=overrides or [])
+    try:
+        config.check()
+    except ValueError as exc:
+        raise ConfigError(f"training config: {exc}") from exc
     return config

@@ -15,10 +15,10 @@ import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
-from training.config import TrainConfig
-from training.losses import LearnedWeighting, global_triplet_loss, info_nce_loss, local_triplet_loss
-from training.models import ImageEncoder
-from training.text import TextEncoder
+from radpair.training.config import TrainConfig
+from radpair.training.losses import LearnedWeighting, global_triplet_loss, info_nce_loss, local_triplet_loss
+from radpair.training.models import ImageEncoder
+from radpair.training.text import TextEncoder
 
 
 def projection(in_dim: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:
@@ -48,7 +48,7 @@ class ContrastiveModel(nn.Module):
         super().__init__()
         self.config = config
         p = config.pretrain
-        self.image_encoder = ImageEncoder(config.image.model_config())
+        self.image_encoder = ImageEncoder(config.image.encoder_config())
         d = p.embed_dim
         bn = p.projection_batch_norm
         self.image_global = projection(self.image_encoder.out_channels, d, bn)

@@ -39,8 +39,3 @@ def setup(device: str = "") -> Context:
         torch.cuda.set_device(local)
         return Context(rank, world, torch.device("cuda", local))
     return Context(rank, world, torch.device("cpu"))
-
-
-def teardown() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

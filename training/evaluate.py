@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,16 +9,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from core.preprocess import PreprocessParams
-from training.data import PairedStudy, volume_dataset
-from training.explain import attention_dice, largest_lesion_slice
-from training.models import build_classifier
-from training.plots import plot_overlays, plot_roc
-from training.runtime import autocast, write_json
+from radpair.training.data import PairedStudy, volume_dataset
+from radpair.training.explain import attention_dice, largest_lesion_slice
+from radpair.training.plots import plot_overlays, plot_roc
+from radpair.training.runtime import autocast, write_json
 
 
 @dataclass
@@ -59,17 +56,46 @@ def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.dev
     return out
 
 
-def classification_metrics(labels: Sequence[int], probabilities: Sequence[Sequence[float]]) -> dict[str, float]:
-    """AUC of the class-1 probability; precision/recall/F1 of the argmax with class 1 positive."""
-    y = np.asarray(labels)
+def classification_metrics(labels: Sequence[int], probabilities: Sequence[Sequence[float]],
+                           class_names: Sequence[str]) -> dict[str, float]:
+    """K-class scores: one-vs-rest AUC per class and their macro mean (``auc``; for two classes it
+    is the AUC of the class-1 probability), precision/recall/F1 of the argmax per class and macro,
+    and accuracy. A class absent from ``labels`` has no AUC (NaN) and is left out of the mean."""
+    y = np.asarray(labels, dtype=int)
+    p = np.asarray(probabilities, dtype=float).reshape(len(y), len(class_names))
+    per_class_auc = []
+    for k in range(len(class_names)):
+        positive = y == k
+        per_class_auc.append(float(roc_auc_score(positive, p[:, k])) if 0 < positive.sum() < len(y) else math.nan)
+    finite = [a for a in per_class_auc if not math.isnan(a)]
+    predicted = p.argmax(1)
+    precision, recall, f1, _ = precision_recall_fscore_support(y, predicted, labels=list(range(len(class_names))),
+                                                               average=None, zero_division=0)
+    result = {"auc": float(np.mean(finite)) if finite else math.nan,
+              "precision": float(np.mean(precision)), "recall": float(np.mean(recall)), "f1": float(np.mean(f1)),
+              "accuracy": float((predicted == y).mean()) if len(y) else math.nan}
+    for k, name in enumerate(class_names):
+        result[f"auc[{name}]"] = per_class_auc[k]
+        result[f"f1[{name}]"] = float(f1[k])
+    return result
+
+
+def confusion(labels: Sequence[int], probabilities: Sequence[Sequence[float]], n_classes: int) -> list[list[int]]:
+    """Counts ``[true class][predicted class]`` of the argmax."""
+    return confusion_matrix(labels, np.asarray(probabilities).argmax(1), labels=list(range(n_classes))).tolist()
+
+
+def roc_curves(labels: Sequence[int], probabilities: Sequence[Sequence[float]], class_names: Sequence[str],
+               name: str) -> dict[str, tuple[list[int], list[float]]]:
+    """ROC inputs for :func:`plot_roc`: the class-1 curve for two classes, one-vs-rest per class otherwise."""
     p = np.asarray(probabilities)
-    auc = float(roc_auc_score(y, p[:, 1])) if len(set(y.tolist())) == 2 else math.nan
-    precision, recall, f1, _ = precision_recall_fscore_support(y, p.argmax(1), average="binary", zero_division=0)
-    return {"auc": auc, "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+    classes = [1] if len(class_names) == 2 else range(len(class_names))
+    return {name if len(class_names) == 2 else f"{name} {class_names[k]}":
+            ([int(v == k) for v in labels], p[:, k].tolist()) for k in classes}
 
 
-def scores(pred: Predictions) -> dict[str, float]:
-    result = classification_metrics(pred.labels, pred.probabilities)
+def scores(pred: Predictions, class_names: Sequence[str]) -> dict[str, float]:
+    result = classification_metrics(pred.labels, pred.probabilities, class_names)
     result["dice_2d"] = float(np.mean(pred.dice_2d)) if pred.dice_2d else math.nan
     result["dice_3d"] = float(np.mean(pred.dice_3d)) if pred.dice_3d else math.nan
     result["n"] = len(pred.labels)
@@ -88,18 +114,13 @@ def summarise(per_fold: Sequence[dict[str, float]]) -> dict[str, dict]:
     return summary
 
 
-def load_classifier(run_dir: Path) -> tuple[nn.Module, PreprocessParams]:
-    """The classifier and preprocessing of a fine-tuning run directory (contract 4 files)."""
-    model = build_classifier(json.loads((run_dir / "model_config.json").read_text()))
-    model.load_state_dict(torch.load(run_dir / "classifier.pt", map_location="cpu", weights_only=True))
-    return model, PreprocessParams.from_json((run_dir / "preprocess.json").read_text())
-
-
 def evaluate_run(run_dir: Path, studies: Sequence[PairedStudy], out: Path, threshold: float = 0.5,
                  device: str = "", batch_size: int = 8) -> dict:
     """Evaluate a fine-tuning run's classifier on labelled ``studies``; writes ``out``/evaluation.json."""
+    from radpair.training.export import load_run
+
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, params = load_classifier(Path(run_dir))
+    model, params, class_names, _ = load_run(Path(run_dir))
     model.to(dev)
     labelled = [s for s in studies if s.label_index >= 0]
     if not labelled:
@@ -113,11 +134,13 @@ def evaluate_run(run_dir: Path, studies: Sequence[PairedStudy], out: Path, thres
                        overlays=max(0, 4 - len(pred.overlays)), names=[s.study_uid[-12:] for s in labelled])
         for name in ("labels", "probabilities", "dice_2d", "dice_3d", "overlays"):
             getattr(pred, name).extend(getattr(part, name))
-    result = {"run": str(Path(run_dir).resolve()), "threshold": threshold, **scores(pred)}
+    result = {"run": str(Path(run_dir).resolve()), "threshold": threshold, "class_names": class_names,
+              **scores(pred, class_names),
+              "confusion": confusion(pred.labels, pred.probabilities, len(class_names))}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", result)
-    plot_roc({"evaluation": (pred.labels, [p[1] for p in pred.probabilities])}, out / "roc.png")
+    plot_roc(roc_curves(pred.labels, pred.probabilities, class_names, "evaluation"), out / "roc.png")
     if pred.overlays:
         plot_overlays(pred.overlays, out / "attention_overlays.png")
     return result

@@ -30,8 +30,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from core.preprocess import PreprocessParams
-from pipeline.triton_repository import Kind, ModelRepository, RepositoryError
+from radpair.core.preprocess import PreprocessParams
+from radpair.serving.repository import Kind, ModelRepository, RepositoryError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Served(nn.Module):
 
 def load_run(run_dir: Path) -> tuple[nn.Module, PreprocessParams, list[str], dict[str, Any]]:
     """The classifier, preprocessing, class names and model-card facts of a fine-tuning run (contract 4)."""
-    from training.models import build_classifier
+    from radpair.training.models import build_classifier
 
     run_dir = Path(run_dir)
     missing = [f for f in ("classifier.pt", "model_config.json", "preprocess.json", "class_names.json")

@@ -23,12 +23,13 @@ from monai.data import DataLoader
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from training.config import TrainConfig
-from training.data import CLASS_NAMES, PairedStudy, augment, patient_folds, volume_dataset
-from training.evaluate import Predictions, predict, scores, summarise
-from training.models import Classifier, build_classifier, load_image_checkpoint
-from training.plots import plot_losses, plot_overlays, plot_roc
-from training.runtime import autocast, seed_everything, step_generator, write_json
+from radpair.training.config import TrainConfig
+from radpair.core.task import TaskDefinition
+from radpair.training.data import PairedStudy, augment, patient_folds, volume_dataset
+from radpair.training.evaluate import Predictions, confusion, predict, roc_curves, scores, summarise
+from radpair.training.models import Classifier, build_classifier, load_image_checkpoint
+from radpair.training.plots import plot_losses, plot_overlays, plot_roc
+from radpair.training.runtime import autocast, seed_everything, step_generator, write_json
 
 log = logging.getLogger(__name__)
 
@@ -56,12 +57,12 @@ def _scheduler(optimiser: torch.optim.Optimizer, config: TrainConfig) -> torch.o
     return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
-def train_fold(config: TrainConfig, dataset, train_idx: Sequence[int], init: Path | None, device: torch.device,
-               fold: int) -> tuple[Classifier, list[float], float]:
+def train_fold(config: TrainConfig, num_classes: int, dataset, train_idx: Sequence[int], init: Path | None,
+               device: torch.device, fold: int) -> tuple[Classifier, list[float], float]:
     """One fold's classifier; returns (model, per-epoch loss, seconds per epoch)."""
     f = config.finetune
     seed_everything(config.seed + fold)
-    model = build_classifier(config.image.model_config())
+    model = build_classifier(config.image.model_config(num_classes))
     if init is not None:
         load_image_checkpoint(model.encoder, init)
     model.to(device)
@@ -93,18 +94,21 @@ def train_fold(config: TrainConfig, dataset, train_idx: Sequence[int], init: Pat
     return model, losses, (time.perf_counter() - began) / max(f.epochs, 1)
 
 
-def finetune(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, init: str = "random",
-             external: Sequence[PairedStudy] = (), device: str = "") -> dict:
-    """k-fold fine-tuning on the labelled ``studies``; writes the run directory ``out``; returns metrics."""
+def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[PairedStudy], out: Path,
+             init: str = "random", external: Sequence[PairedStudy] = (), device: str = "") -> dict:
+    """k-fold fine-tuning on the labelled ``studies`` for the task's classes; writes the run
+    directory ``out``; returns metrics."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     f = config.finetune
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    params = config.data.preprocess()
+    params = task.input.preprocess
+    classes = list(task.class_names)
     init_path = resolve_init(init)
     labelled = [s for s in studies if s.label_index >= 0]
-    if len({s.label_index for s in labelled}) < 2:
-        raise ValueError("fine-tuning needs labelled studies of both classes")
+    missing = [classes[k] for k in range(len(classes)) if not any(s.label_index == k for s in labelled)]
+    if missing:
+        raise ValueError(f"fine-tuning needs labelled studies of every class; none of {', '.join(missing)}")
     write_json(out / "config.json", {**config.to_dict(), "init": init})
     with_masks = all(s.mask_path is not None for s in labelled)
     dataset = volume_dataset(labelled, params, with_masks=with_masks, cache_dir=config.data.cache_dir)
@@ -115,20 +119,23 @@ def finetune(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, ini
 
     internal, external_scores, curves, rocs, ext_rocs = [], [], {}, {}, {}
     overlays: list = []
+    pooled = Predictions()
     best: tuple[float, int, dict] | None = None
     epoch_seconds = []
     for fold, (train_idx, test_idx) in enumerate(patient_folds(labelled, f.folds, config.seed)):
-        model, losses, seconds = train_fold(config, dataset, train_idx, init_path, dev, fold)
+        model, losses, seconds = train_fold(config, len(classes), dataset, train_idx, init_path, dev, fold)
         epoch_seconds.append(seconds)
         curves[f"fold {fold + 1}"] = losses
         pred = predict(model, dataset, test_idx, dev, f.batch_size, thr, overlays=2 if fold == 0 else 0, names=names)
         overlays += pred.overlays
-        internal.append(scores(pred))
-        rocs[f"fold {fold + 1}"] = (pred.labels, [p[1] for p in pred.probabilities])
+        internal.append(scores(pred, classes))
+        pooled.labels += pred.labels
+        pooled.probabilities += pred.probabilities
+        rocs.update(roc_curves(pred.labels, pred.probabilities, classes, f"fold {fold + 1}"))
         if ext_data is not None:
             ext_pred: Predictions = predict(model, ext_data, list(range(len(ext))), dev, f.batch_size, thr)
-            external_scores.append(scores(ext_pred))
-            ext_rocs[f"fold {fold + 1}"] = (ext_pred.labels, [p[1] for p in ext_pred.probabilities])
+            external_scores.append(scores(ext_pred, classes))
+            ext_rocs.update(roc_curves(ext_pred.labels, ext_pred.probabilities, classes, f"fold {fold + 1}"))
         auc = internal[-1]["auc"]
         key = -1.0 if math.isnan(auc) else auc
         if best is None or key > best[0]:
@@ -138,13 +145,16 @@ def finetune(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, ini
 
     assert best is not None
     torch.save(best[2], out / "classifier.pt")
-    write_json(out / "model_config.json", config.image.model_config())
+    write_json(out / "model_config.json", config.image.model_config(len(classes)))
     (out / "preprocess.json").write_text(params.to_json())
-    write_json(out / "class_names.json", list(CLASS_NAMES))
+    write_json(out / "class_names.json", classes)
     metrics = {
         "init": init,
+        "task": task.name,
+        "class_names": classes,
         "selected_fold": best[1] + 1,
         "internal": summarise(internal),
+        "internal_confusion": confusion(pooled.labels, pooled.probabilities, len(classes)),
         "external": summarise(external_scores) if external_scores else None,
         "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
         "device": str(dev),

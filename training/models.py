@@ -7,7 +7,7 @@ last-stage position is attended to, averaged over queries — are the explainabi
 third stage is the local (patch) representation used by the contrastive local loss.
 
 ``build_classifier(config)`` is the contract with the Triton exporter: ``forward(x)`` on
-``[B, 1, D, H, W]`` returns ``(probabilities [B, 2], attention [B, D, H, W] in [0, 1],
+``[B, 1, D, H, W]`` returns ``(probabilities [B, K], attention [B, D, H, W] in [0, 1],
 embedding [B, E])``, with no data-dependent Python control flow so ``torch.jit.trace`` works.
 """
 
@@ -42,14 +42,14 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "frozen_stages": 2,
     "dropout": 0.25,
     "head_hidden": 256,
-    "num_classes": 2,
 }
 
 
 def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
-    """Defaults filled in and unknown keys refused, so a typo never silently trains the default."""
+    """Defaults filled in and unknown keys refused, so a typo never silently trains the default.
+    ``num_classes`` (the task's) has no default: the encoder alone does not need it."""
     config = dict(config or {})
-    unknown = set(config) - set(DEFAULT_CONFIG)
+    unknown = set(config) - {*DEFAULT_CONFIG, "num_classes"}
     if unknown:
         raise ValueError(f"unknown image model key(s): {', '.join(sorted(unknown))}")
     resolved = {**DEFAULT_CONFIG, **config}
@@ -77,7 +77,6 @@ class SelfAttention3d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the weighted feature map (same shape) and the weights ``[B, N, N]`` (query × key)."""
-        b, c = x.shape[0], x.shape[1]
         q = self.query(x).flatten(2).transpose(1, 2)
         k = self.key(x).flatten(2)
         v = self.value(x).flatten(2)
@@ -156,9 +155,11 @@ def attention_map(weights: torch.Tensor, grid: torch.Size | tuple[int, ...], siz
 class Classifier(nn.Module):
     """Image encoder + MLP head; the served model (contract 4)."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.config = resolve_config(config)
+        if int(self.config.get("num_classes", 0)) < 2:
+            raise ValueError("the classifier's config needs num_classes >= 2 (the task's classes)")
         self.encoder = ImageEncoder(self.config)
         self.head = nn.Sequential(
             nn.Dropout(self.config["dropout"]),
@@ -179,8 +180,8 @@ class Classifier(nn.Module):
         return torch.softmax(logits, dim=1), attention, embedding
 
 
-def build_classifier(config: dict[str, Any] | None = None) -> Classifier:
-    """The classifier described by ``model_config.json`` (missing keys take the defaults)."""
+def build_classifier(config: dict[str, Any]) -> Classifier:
+    """The classifier described by ``model_config.json`` (missing keys but ``num_classes`` take the defaults)."""
     return Classifier(config)
 
 

@@ -18,31 +18,35 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, RandomSampler
 from tqdm import tqdm
 
-from training import distributed
-from training.config import TrainConfig
-from training.contrastive import ContrastiveModel
-from training.data import PairedStudy, augment, volume_dataset
-from training.models import load_image_checkpoint
-from training.plots import plot_losses
-from training.runtime import autocast, seed_everything, step_generator, write_json
-from training.text import clean_report
+from radpair.core.task import TaskDefinition
+from radpair.training import distributed
+from radpair.training.config import TrainConfig
+from radpair.training.contrastive import ContrastiveModel
+from radpair.training.data import PairedStudy, augment, volume_dataset
+from radpair.training.models import load_image_checkpoint
+from radpair.training.plots import plot_losses
+from radpair.training.runtime import autocast, seed_everything, step_generator, write_json
+from radpair.training.text import clean_report
 
 log = logging.getLogger(__name__)
 
 
-def pretrain(config: TrainConfig, studies: Sequence[PairedStudy], out: Path, resume: bool = False,
-             device: str = "") -> dict:
-    """Pre-train on ``studies`` (labels unused) and write the run directory ``out``; returns metrics."""
+def pretrain(config: TrainConfig, task: TaskDefinition, studies: Sequence[PairedStudy], out: Path,
+             resume: bool = False, device: str = "") -> dict:
+    """Pre-train on ``studies`` (labels unused) and write the run directory ``out``; returns metrics.
+
+    The task gives the preprocessing, the leak terms removed from the reports and the locations
+    the loss weights by."""
     ctx = distributed.setup(device)
     seed_everything(config.seed)
     p = config.pretrain
     out = Path(out)
-    params = config.data.preprocess()
+    params = task.input.preprocess
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "config.json", config.to_dict())
         (out / "preprocess.json").write_text(params.to_json())
-    reports = [clean_report(s.report, config.text.leak_terms) for s in studies]
+    reports = [clean_report(s.report, task.report.leak_terms) for s in studies]
     dataset = volume_dataset(studies, params, cache_dir=config.data.cache_dir)
     per_rank = max(2, min(p.batch_size, len(studies)) // ctx.world_size)
     if ctx.world_size > 1:

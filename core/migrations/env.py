@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from core.models import Base
+from radpair.core.models import Base
 
 engine = context.config.attributes["connection_engine"]
 with engine.connect() as connection:

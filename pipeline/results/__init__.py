@@ -3,7 +3,8 @@
 One module per object: :mod:`.seg` (binary SEG of the attention region), :mod:`.pmap`
 (Parametric Map of the continuous attention), :mod:`.sr` (TID 1500 Comprehensive 3D SR),
 :mod:`.sc` (optional Secondary Capture key image). Each writer takes the source series'
-datasets (in any order) and frames aligned with them.
+datasets (in any order) and frames aligned with them; who made the object — the equipment and
+the algorithm — comes from one :class:`Provenance` for all four.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib.metadata import version
+from typing import Any
 
+import highdicom as hd
 from pydicom import Dataset
+from pydicom.sr.codedict import codes
 from pydicom.tag import Tag
 
 _PIXEL_DATA = Tag("PixelData")
@@ -32,6 +36,23 @@ class Provenance:
     @property
     def model_label(self) -> str:
         return f"{self.model_name} v{self.model_version}"
+
+    def equipment(self) -> dict[str, Any]:
+        """The General Equipment attributes, as the keyword arguments every highdicom object takes."""
+        return {
+            "manufacturer": self.manufacturer,
+            "manufacturer_model_name": self.model_label,
+            "software_versions": self.software_version,
+            "device_serial_number": self.device_serial_number,
+        }
+
+    def seg_algorithm(self) -> hd.AlgorithmIdentificationSequence:
+        return hd.AlgorithmIdentificationSequence(name=self.algorithm_name, version=self.model_version,
+                                                  family=codes.DCM.ArtificialIntelligence)
+
+    def sr_algorithm(self) -> hd.sr.AlgorithmIdentification:
+        return hd.sr.AlgorithmIdentification(name=self.algorithm_name, version=self.model_version,
+                                             family=codes.DCM.ArtificialIntelligence)
 
 
 def headers(datasets: Iterable[Dataset]) -> list[Dataset]:

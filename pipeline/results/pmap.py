@@ -9,12 +9,13 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from pipeline import codes as rp_codes
-from pipeline.results import Provenance
+from radpair.core.task import TaskDefinition
+from radpair.pipeline import codes as rp_codes
+from radpair.pipeline.results import Provenance
 
 
 def build_parametric_map(
-    source: Sequence[Dataset], heatmap: np.ndarray, provenance: Provenance,
+    source: Sequence[Dataset], heatmap: np.ndarray, task: TaskDefinition, provenance: Provenance,
     series_uid: str, sop_uid: str, series_number: int,
 ) -> hd.pm.ParametricMap:
     """``heatmap`` is float ``[len(source), rows, cols]`` in [0, 1], frame i over ``source[i]``."""
@@ -34,16 +35,13 @@ def build_parametric_map(
         series_number=series_number,
         sop_instance_uid=sop_uid,
         instance_number=1,
-        manufacturer=provenance.manufacturer,
-        manufacturer_model_name=provenance.model_label,
-        software_versions=provenance.software_version,
-        device_serial_number=provenance.device_serial_number,
+        **provenance.equipment(),
         contains_recognizable_visual_features=False,
         real_world_value_mappings=[mapping],
         voi_lut_transformations=[hd.VOILUTTransformation(window_center=0.5, window_width=1.0)],
         content_label="ATTENTION",
         content_description="Model attention heatmap (research use)",
-        coding_schemes=[rp_codes.SCHEME_IDENTIFICATION],
+        coding_schemes=rp_codes.coding_schemes(task),
         series_description=f"radpair attention map ({provenance.model_label})",
     )
     # Type 2C in General Series that highdicom leaves out for parametric maps; dciodvfy requires

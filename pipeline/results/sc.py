@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402 - backend first
 import numpy as np  # noqa: E402
 from pydicom import Dataset  # noqa: E402
 
-from pipeline.results import Provenance  # noqa: E402
+from radpair.pipeline.results import Provenance  # noqa: E402
 
 BANNER = "NOT FOR DIAGNOSIS - research use only"
 
@@ -56,7 +56,7 @@ def build_key_image(
         series_number=series_number,
         sop_instance_uid=sop_uid,
         instance_number=1,
-        manufacturer=provenance.manufacturer,
+        **provenance.equipment(),
         patient_orientation=("L", "P"),
         series_description=f"radpair key image NOT FOR DIAGNOSIS ({provenance.model_label})",
     )

@@ -9,14 +9,15 @@ import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
 
-from pipeline import codes as rp_codes
-from pipeline.results import Provenance
+from radpair.core.task import TaskDefinition
+from radpair.pipeline import codes as rp_codes
+from radpair.pipeline.results import Provenance
 
 SEGMENT_LABEL = "Model attention region"
 
 
 def build_seg(
-    source: Sequence[Dataset], mask: np.ndarray, provenance: Provenance,
+    source: Sequence[Dataset], mask: np.ndarray, task: TaskDefinition, provenance: Provenance,
     series_uid: str, sop_uid: str, series_number: int,
 ) -> hd.seg.Segmentation:
     """``mask`` is boolean ``[len(source), rows, cols]``, frame i over ``source[i]``.
@@ -30,11 +31,8 @@ def build_seg(
         segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
         segmented_property_type=rp_codes.ATTENTION_REGION,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-        algorithm_identification=hd.AlgorithmIdentificationSequence(
-            name=provenance.algorithm_name, version=provenance.model_version,
-            family=codes.DCM.ArtificialIntelligence,
-        ),
-        anatomic_regions=[codes.SCT.Brain],
+        algorithm_identification=provenance.seg_algorithm(),
+        anatomic_regions=[task.finding.site.code()],
     )
     return hd.seg.Segmentation(
         source_images=list(source),
@@ -45,12 +43,9 @@ def build_seg(
         series_number=series_number,
         sop_instance_uid=sop_uid,
         instance_number=1,
-        manufacturer=provenance.manufacturer,
-        manufacturer_model_name=provenance.model_label,
-        software_versions=provenance.software_version,
-        device_serial_number=provenance.device_serial_number,
+        **provenance.equipment(),
         omit_empty_frames=False,
-        coding_schemes=[rp_codes.SCHEME_IDENTIFICATION],
+        coding_schemes=rp_codes.coding_schemes(task),
         series_description=f"radpair attention SEG ({provenance.model_label})",
         content_label="ATTENTION",
         content_description="Region the model attended to (research use)",

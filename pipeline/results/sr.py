@@ -2,9 +2,10 @@
 
 One measurement group (TID 1411, volumetric ROI) about the SEG's attention region: tracking
 identifier and UID, the predicted class as a qualitative evaluation, its probability as a numeric
-measurement, the finding site (brain, with the tentorial compartment from the study's report
-when it names one), the algorithm identification (name, version = model version). The evidence
-references the source series and the SEG.
+measurement, the finding site (the task's, with the location the study's report names, when it
+names one), the algorithm identification (name, version = model version). Every code comes from
+the task (:mod:`radpair.core.task`) or from radpair's own (:mod:`radpair.pipeline.codes`). The
+evidence references the source series and the SEG.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from collections.abc import Sequence
 import highdicom as hd
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.sr.coding import Code
 
-from pipeline import codes as rp_codes
-from pipeline.results import Provenance
+from radpair.core.task import TaskDefinition
+from radpair.pipeline import codes as rp_codes
+from radpair.pipeline.results import Provenance
 
 TITLE = "radpair AI result - research use, not for diagnosis"
 
@@ -25,9 +26,10 @@ TITLE = "radpair AI result - research use, not for diagnosis"
 def build_sr(
     source: Sequence[Dataset],
     seg: hd.seg.Segmentation,
+    task: TaskDefinition,
     predicted_class: str,
     probability: float,
-    location: Code | None,
+    location: str | None,
     provenance: Provenance,
     series_uid: str,
     sop_uid: str,
@@ -37,10 +39,10 @@ def build_sr(
     previous_versions: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
     """``library``: the images listed in the image library (default all of ``source``; radpair lists
-    the most attended slices of the SEG region, since each entry costs); ``previous_versions``: this study's
-    earlier radpair SRs, which this one supersedes. The evidence always lists every source image."""
-    algorithm = hd.sr.AlgorithmIdentification(name=provenance.algorithm_name, version=provenance.model_version,
-                                              family=codes.DCM.ArtificialIntelligence)
+    the most attended slices of the SEG region, since each entry costs); ``location``: the task's
+    location the study's report names; ``previous_versions``: this study's earlier radpair SRs,
+    which this one supersedes. The evidence always lists every source image."""
+    algorithm = provenance.sr_algorithm()
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
         observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
@@ -56,17 +58,18 @@ def build_sr(
             sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
             source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
         ),
-        finding_type=codes.SCT.LesionOfBrain,
+        finding_type=task.finding.code.code(),
         algorithm_id=algorithm,
-        finding_sites=[hd.sr.FindingSite(anatomic_location=codes.SCT.Brain, topographical_modifier=location)],
+        finding_sites=[hd.sr.FindingSite(anatomic_location=task.finding.site.code(),
+                                         topographical_modifier=task.location_code(location).code() if location else None)],
         measurements=[hd.sr.Measurement(name=rp_codes.CLASS_PROBABILITY, value=round(float(probability), 6),
                                         unit=codes.UCUM.NoUnits, algorithm_id=algorithm)],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=rp_codes.PREDICTED_CLASS,
-                                                             value=rp_codes.class_code(predicted_class))],
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=task.finding.class_concept.code(),
+                                                             value=task.class_code(predicted_class).code())],
     )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
-        procedure_reported=codes.LN.BrainMRI,
+        procedure_reported=task.sr.procedure.code(),
         imaging_measurements=[group],
         referenced_images=list(source if library is None else library),
     )
@@ -77,9 +80,9 @@ def build_sr(
         series_number=series_number,
         sop_instance_uid=sop_uid,
         instance_number=1,
-        manufacturer=provenance.manufacturer,
+        **provenance.equipment(),
         is_complete=True,
         previous_versions=list(previous_versions) or None,
-        coding_schemes=[rp_codes.SCHEME_IDENTIFICATION],
+        coding_schemes=rp_codes.coding_schemes(task),
         series_description=f"radpair AI report ({provenance.model_label})",
     )

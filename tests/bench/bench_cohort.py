@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from core.scu import Peer, store_files
-from tests.bench.conftest import RESULTS_DIR
-from tests.cohort.conftest import StoreSCP
-from training.cohort.generate import CohortSpec, generate_cohort
-from training.cohort.shifts import resolve_shift
+from radpair.core.scu import Peer, store_files
+from tests.support.bench import RESULTS_DIR
+from tests.support.cohorts import make_cohort
+from tests.support.dcmtk import StoreSCP
 
 N_STUDIES = 40
 SIZE = (64, 64, 64)
@@ -34,7 +33,7 @@ SIZE = (64, 64, 64)
 
 def _generate(out: Path, workers: int) -> float:
     started = time.perf_counter()
-    generate_cohort(CohortSpec(out=out, n=N_STUDIES, seed=7, shift=resolve_shift(None), size=SIZE), workers=workers)
+    make_cohort(out, N_STUDIES, 7, size=SIZE, workers=workers)
     return time.perf_counter() - started
 
 

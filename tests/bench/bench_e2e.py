@@ -32,19 +32,19 @@ import pytest
 import torch
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory
-from core.models import Delivery, Job, Study
-from core.preprocess import PreprocessParams, build_transforms
-from pipeline.triton_server import TRITON_DIR, ManagedTritonServer
-from tests.bench.conftest import RESULTS_DIR
-from tests.listener.serve_process import ServeProcess
-from tests.pipeline.orthanc import ORTHANC, Orthanc
-from tests.support.postgres import free_port
-from training.cohort import read_cohort
-from training.cohort.generate import CohortSpec, generate_cohort
-from training.cohort.shifts import resolve_shift
-from training.export import export_model
-from training.models import build_classifier
+from radpair.core.db import make_engine, session_factory
+from radpair.core.models import Delivery, Job, Study
+from radpair.core.preprocess import PreprocessParams, build_transforms
+from radpair.core.task import load_task
+from radpair.serving.server import TRITON_DIR, ManagedTritonServer
+from tests.support.bench import RESULTS_DIR
+from tests.support.cohorts import make_cohort
+from tests.support.serve import ServeProcess
+from tests.support.orthanc import ORTHANC, Orthanc
+from tests.support.ports import free_port
+from radpair.training.cohort import read_cohort
+from radpair.training.export import export_model
+from radpair.training.models import build_classifier
 
 STUDIES = int(os.environ.get("E2E_BENCH_STUDIES", "20"))
 BURST = int(os.environ.get("E2E_BENCH_BURST", "10"))
@@ -74,7 +74,8 @@ def _pct(values: list[float], q: float) -> float:
 class System:
     def __init__(self, tmp: Path) -> None:
         self.repo = tmp / "triton_models"
-        export_model(build_classifier({}), PreprocessParams(), ("BRAF-fusion", "BRAF-V600E"),
+        task = load_task()
+        export_model(build_classifier({"num_classes": len(task.classes)}), task.input.preprocess, task.class_names,
                      {"run": "bench-untrained"}, self.repo, MODEL, "cpu", max_batch_size=8)
         self.triton = ManagedTritonServer(self.repo, free_port(), free_port(), free_port(), [MODEL],
                                           work_dir=tmp / "triton_work").start()
@@ -86,7 +87,7 @@ class System:
             "RADPAIR_TRITON_MODEL_REPOSITORY": str(self.repo),
             "RADPAIR_PIPELINE_POLL_INTERVAL": "0.1",
             "RADPAIR_PIPELINE_DESTINATIONS": f'[{{name = "pacs", ae_title = "PACS", host = "127.0.0.1", port = {pacs_port}}}]',
-            "RADPAIR_PIPELINE_RULES": '[{name = "mr", modality = "MR", destinations = ["pacs"]}]',
+            "RADPAIR_PIPELINE_RULES": '[{name = "all", destinations = ["pacs"]}]',
         }
         self.data_dir = tmp / "radpair"
         self.radpair = ServeProcess(self.data_dir, env=env)
@@ -141,7 +142,7 @@ def _in_process_forward_ms(repo: Path, series_dir: Path) -> float:
 
 def test_end_to_end_latency_and_throughput(tmp_path: Path) -> None:
     cohort_dir = tmp_path / "cohort"
-    generate_cohort(CohortSpec(cohort_dir, STUDIES + BURST + 1, 2026, resolve_shift(None), (64, 64, 64)))
+    make_cohort(cohort_dir, STUDIES + BURST + 1, 2026, size=(64, 64, 64), workers=2)
     cohort = read_cohort(cohort_dir)
     system = System(tmp_path)
     try:

@@ -23,10 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.conftest import RESULTS_DIR
-from tests.listener.factory import make_series
-from tests.listener.serve_process import ServeProcess
-from tests.support.postgres import PostgresServer, free_port
+from tests.support.bench import RESULTS_DIR
+from tests.support.dicom import make_series
+from tests.support.serve import ServeProcess
+from tests.support.ports import free_port
+from tests.support.postgres import PostgresServer
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 SIZES = {"MR 64x64": (500, 64, 64, "MR"), "CT 512x512": (100, 512, 512, "CT")}
@@ -35,7 +36,7 @@ BARE_PYNETDICOM = """
 import sys, pathlib
 from pynetdicom import AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification
-from listener.ae import set_nodelay
+from radpair.listener.ae import set_nodelay
 out = pathlib.Path(sys.argv[2])
 def store(event):
     (out / (event.request.AffectedSOPInstanceUID + ".dcm")).write_bytes(event.encoded_dataset())

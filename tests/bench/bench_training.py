@@ -25,7 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.conftest import RESULTS_DIR
+from tests.support.bench import RESULTS_DIR
+from tests.support.cohorts import make_cohort
+from tests.support.models import task_file
 
 PAPER = {  # Tables 1-5 of the paper (means over 5 folds).
     "internal": {"random": (0.748, 0.400, 0.552, 0.441), "generic": (0.790, 0.380, 0.918, 0.534),
@@ -64,12 +66,11 @@ def _row(name: str, ours: list[float], paper: tuple) -> str:
 # suite's 900 s per-test timeout would kill any run of real size.
 @pytest.mark.timeout(2 * _env("BUDGET_S", 3600) + 900)
 def test_training_benchmark(tmp_path):
-    from training.cohort.generate import CohortSpec, generate_cohort
-    from training.cohort.shifts import resolve_shift
-    from training.config import load_config
-    from training.data import studies_from_cohort
-    from training.finetune import finetune
-    from training.pretrain import pretrain
+    from radpair.core.task import load_task
+    from radpair.training.config import load_config
+    from radpair.training.data import studies_from_cohort
+    from radpair.training.finetune import finetune
+    from radpair.training.pretrain import pretrain
 
     work = Path(os.environ.get("RADPAIR_BENCH_WORKDIR", tmp_path))
     size = _env("SIZE", 64)
@@ -79,15 +80,15 @@ def test_training_benchmark(tmp_path):
     cohorts = {"pretrain": (_env("PRETRAIN_N", 300), 11, "none"), "finetune": (_env("FINETUNE_N", 60), 12, "none"),
                "external": (_env("EXTERNAL_N", 60), 13, "external")}
     workers = max(1, (os.cpu_count() or 2) - 1)
+    spacing = 3.0 * 64 / size  # the cohort's head spans ~190 mm whatever the grid
+    task = load_task(task_file(work / "task.toml", spatial_size=(size, size, size), spacing=(spacing,) * 3))
     for name, (n, seed, shift) in cohorts.items():
         if not (work / name / "labels.csv").exists():
-            generate_cohort(CohortSpec(work / name, n, seed, resolve_shift(shift), (size, size, size)), workers=workers)
+            make_cohort(work / name, n, seed, shift, (size, size, size), workers=workers, task=task)
     generation_s = time.perf_counter() - began
-    studies = {name: studies_from_cohort(work / name) for name in cohorts}
+    studies = {name: studies_from_cohort(work / name, task) for name in cohorts}
 
-    spacing = 3.0 * 64 / size  # the cohort's head spans ~190 mm whatever the grid
-    common = [f"data.spacing=[{spacing}, {spacing}, {spacing}]", f"data.spatial_size=[{size}, {size}, {size}]",
-              f"pretrain.epochs={_env('PRETRAIN_EPOCHS', 30)}", f"finetune.epochs={_env('FINETUNE_EPOCHS', 20)}",
+    common = [f"pretrain.epochs={_env('PRETRAIN_EPOCHS', 30)}", f"finetune.epochs={_env('FINETUNE_EPOCHS', 20)}",
               f"finetune.folds={_env('FOLDS', 5)}"]
     common += [o for o in os.environ.get("RADPAIR_BENCH_SET", "").split(";") if o.strip()]
     text_model = os.environ.get("RADPAIR_BENCH_TEXT_MODEL")
@@ -110,13 +111,13 @@ def test_training_benchmark(tmp_path):
         entry: dict = {}
         if pretrain_overrides is not None:
             config = load_config(overrides=common + pretrain_overrides)
-            pre = pretrain(config, studies["pretrain"], work / "runs" / f"pre_{name}", device=device)
+            pre = pretrain(config, task, studies["pretrain"], work / "runs" / f"pre_{name}", device=device)
             entry["pretrain_s_per_epoch"] = sum(e["seconds"] for e in pre["epochs"][1:]) / max(len(pre["epochs"]) - 1, 1)
             entry["pretrain_first_epoch_s"] = pre["epochs"][0]["seconds"]
             entry["pretrain_loss"] = [pre["epochs"][0].get("loss_total"), pre["epochs"][-1].get("loss_total")]
             init = str(work / "runs" / f"pre_{name}")
         config = load_config(overrides=common)
-        entry["finetune"] = finetune(config, studies["finetune"], work / "runs" / f"fine_{name}", init=init,
+        entry["finetune"] = finetune(config, task, studies["finetune"], work / "runs" / f"fine_{name}", init=init,
                                      external=studies["external"], device=device)
         entry["finetune"].pop("data", None)
         results["runs"][name] = entry

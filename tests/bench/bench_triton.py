@@ -22,17 +22,17 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import pytest
 import torch
 
-from core.preprocess import PreprocessParams
-from pipeline.triton_client import TritonClient
-from pipeline.triton_repository import ModelRepository, default_repository
-from pipeline.triton_server import ManagedTritonServer
-from tests.bench.conftest import RESULTS_DIR
-from tests.support.postgres import free_port
-from training.export import export_model
-from training.models import build_classifier
+from radpair.core.preprocess import PreprocessParams
+from radpair.core.task import load_task
+from radpair.serving.client import TritonClient
+from radpair.serving.repository import ModelRepository, shipped_repository
+from radpair.serving.server import ManagedTritonServer
+from tests.support.bench import RESULTS_DIR
+from tests.support.ports import free_port
+from radpair.training.export import export_model
+from radpair.training.models import build_classifier
 
 CONCURRENCY = (1, 4, 8)
 SECONDS = float(os.environ.get("RADPAIR_BENCH_SECONDS", "10"))
@@ -42,7 +42,7 @@ MODEL = "radpair_classifier"
 
 def _source_model() -> tuple[torch.nn.Module, PreprocessParams, list[str], str]:
     """The shipped model's architecture and weights when present, else the default architecture."""
-    shipped = ModelRepository(default_repository())
+    shipped = ModelRepository(shipped_repository())
     if MODEL in shipped.models():
         files = shipped.version(MODEL, shipped.current(MODEL))
         card = files.card()
@@ -50,7 +50,9 @@ def _source_model() -> tuple[torch.nn.Module, PreprocessParams, list[str], str]:
         scripted = torch.jit.load(str(files.path / "model.pt"))
         model.load_state_dict({k.removeprefix("net."): v for k, v in scripted.state_dict().items()})
         return model, PreprocessParams.from_dict(files.preprocess()), card["class_names"], f"shipped version {files.version}"
-    return build_classifier({}), PreprocessParams(), ["BRAF-fusion", "BRAF-V600E"], "default architecture"
+    task = load_task()
+    return (build_classifier({"num_classes": len(task.classes)}), task.input.preprocess, list(task.class_names),
+            "default architecture")
 
 
 def _drive(concurrency: int, call: Callable[[int], object]) -> dict:
@@ -100,7 +102,7 @@ def test_triton_vs_in_process(tmp_path: Path) -> None:
     rows = []
     server = ManagedTritonServer(tmp_path / "repo", free_port(), free_port(), free_port(), [MODEL], work_dir=tmp_path / "work")
     with server:
-        clients = [TritonClient(server.http_url, "http", MODEL, timeout=120, repository=tmp_path / "repo")
+        clients = [TritonClient(server.http_url, tmp_path / "repo", "http", MODEL, timeout=120)
                    for _ in range(max(CONCURRENCY))]
         for concurrency in CONCURRENCY:
             local = _drive(concurrency, in_process)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 BENCH_DIR = Path(__file__).parent
-RESULTS_DIR = BENCH_DIR / "results"
+
 
 
 def _bench_requested(config: pytest.Config) -> bool:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from radpair.cli import main
-from training.cohort import read_cohort
+from radpair.training.cohort import read_cohort
 
 
 def test_radpair_cohort_writes_a_folder_and_a_preview(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,13 +11,13 @@ import pydicom
 import pytest
 from scipy.stats import chisquare
 
-from listener.reports import parse_report
-from tests.cohort.conftest import make_cohort
-from training.cohort import CLASS_NAMES, LOCATIONS, read_cohort
-from training.cohort.lesions import FUSION_PRIOR, LOCATION_PRIOR
-from training.cohort.reports import LEAK_TERMS
+from radpair.core.task import load_task
+from radpair.listener.reports import parse_report
+from radpair.training.cohort import read_cohort
+from tests.support.cohorts import make_cohort
 
-_LEAK = re.compile("|".join([*LEAK_TERMS, *(re.escape(name) for name in CLASS_NAMES)]), re.IGNORECASE)
+TASK = load_task()
+_LEAK = re.compile("|".join([*TASK.report.leak_terms, *(re.escape(name) for name in TASK.class_names)]), re.IGNORECASE)
 
 
 def _uids(folder: Path) -> set[str]:
@@ -77,15 +77,17 @@ def test_reports_never_name_the_class(cohort: Path, shifted_cohort: Path) -> Non
 
 
 def test_reports_describe_the_lesion_or_its_absence(cohort: Path) -> None:
+    """And the task's one parser reads the true location back from what the report says."""
     for study in read_cohort(cohort):
         text = study.report_text.lower()
         if study.has_lesion:
             site_words = [w for w in study.site.split() if w not in ("left", "right", "and")]
             assert all(word in text for word in site_words), (study.site, text)
             assert re.search(r"\d+ x \d+ x \d+ mm", text)
+            assert TASK.location_of(study.report_text) == study.location, study.report_text
         else:
             assert re.search(r"no (focal|intracranial mass|mass)", text)
-            assert not any(location in text for location in LOCATIONS)
+            assert TASK.location_of(text) is None
 
 
 def test_report_style_shift_changes_the_vocabulary(cohort: Path, shifted_cohort: Path) -> None:
@@ -113,10 +115,12 @@ def test_label_statistics_match_the_priors(tmp_path: Path) -> None:
     studies = read_cohort(make_cohort(tmp_path / "big", n=n, seed=2024, size=(8, 12, 12), workers=2,
                                       lesion_free_fraction=free))
     observed, expected = [], []
-    for location in LOCATIONS:
-        for name, p in zip(CLASS_NAMES, (FUSION_PRIOR[location], 1 - FUSION_PRIOR[location])):
-            observed.append(sum(1 for s in studies if s.location == location and s.label == name))
-            expected.append(n * (1 - free) * LOCATION_PRIOR[location] * p)
+    location_total = sum(c.prior for c in TASK.cohort.locations)
+    for where in TASK.cohort.locations:
+        class_total = sum(c.prior[where.location] for c in TASK.cohort.classes)
+        for look in TASK.cohort.classes:
+            observed.append(sum(1 for s in studies if s.location == where.location and s.label == look.name))
+            expected.append(n * (1 - free) * where.prior / location_total * look.prior[where.location] / class_total)
     observed.append(sum(1 for s in studies if not s.has_lesion))
     expected.append(n * free)
     assert sum(observed) == n

@@ -16,10 +16,10 @@ from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, evt
 from pynetdicom.sop_class import EnhancedSRStorage, MRImageStorage
 
 from radpair.cli import main
-from core.scu import Peer, PeerUnavailable, store_datasets, store_files
-from tests.cohort.conftest import StoreSCP
-from tests.support.postgres import free_port
-from training.cohort import read_cohort
+from radpair.core.scu import Peer, PeerUnavailable, store_datasets, store_files
+from tests.support.dcmtk import StoreSCP
+from tests.support.ports import free_port
+from radpair.training.cohort import read_cohort
 
 REFUSE = 0xA700  # Out of Resources
 

@@ -21,8 +21,9 @@ from pynetdicom import AE, build_context
 from pynetdicom import _config as pynetdicom_config
 from sqlalchemy import func, select
 
-from core.models import Instance, QuarantineEntry
-from tests.listener.conftest import RunningListener, dataset_bytes
+from radpair.core.models import Instance, QuarantineEntry
+from tests.support.dcmtk import dataset_bytes
+from tests.support.listener import RunningListener
 
 _STATUS = re.compile(r"Received Store Response \((\w+)")
 # storescu's option to propose (and prefer) each transfer syntax it supports besides the default.

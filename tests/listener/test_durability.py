@@ -15,11 +15,11 @@ import pytest
 from pydicom import dcmread
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory
-from core.models import Instance
-from tests.listener.conftest import DCMTK_ENV, dataset_bytes, require
-from tests.listener.factory import make_series
-from tests.listener.serve_process import RADPAIR, ServeProcess
+from radpair.core.db import make_engine, session_factory
+from radpair.core.models import Instance
+from tests.support.dcmtk import DCMTK_ENV, dataset_bytes, require
+from tests.support.dicom import make_series
+from tests.support.serve import RADPAIR, ServeProcess
 
 
 @pytest.fixture

@@ -16,9 +16,9 @@ from pynetdicom import _config as pynetdicom_config
 from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
-from core.models import Instance, QuarantineEntry
-from tests.listener.conftest import RunningListener
-from tests.listener.factory import make_series
+from radpair.core.models import Instance, QuarantineEntry
+from tests.support.listener import RunningListener
+from tests.support.dicom import make_series
 from tests.support.postgres import PostgresServer
 
 

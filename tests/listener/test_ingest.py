@@ -9,9 +9,10 @@ from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
 
-from core.models import Association, Instance, Patient, Series, Study
-from tests.listener.conftest import RunningListener, dataset_bytes
-from tests.listener.factory import make_series
+from radpair.core.models import Association, Instance, Patient, Series, Study
+from tests.support.dcmtk import dataset_bytes
+from tests.support.listener import RunningListener
+from tests.support.dicom import make_series
 
 
 def test_echo_is_answered(listener: RunningListener) -> None:

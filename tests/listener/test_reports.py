@@ -10,9 +10,9 @@ from pydicom import dcmread
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from core.models import Report, Study
-from tests.listener.conftest import RunningListener
-from tests.listener.factory import make_report, make_series
+from radpair.core.models import Report, Study
+from tests.support.listener import RunningListener
+from tests.support.dicom import make_report, make_series
 
 
 def _report(listener: RunningListener) -> tuple[Report, str | None]:

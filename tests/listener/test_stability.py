@@ -9,10 +9,10 @@ from pathlib import Path
 from pydicom.uid import generate_uid
 from sqlalchemy import select
 
-from core.models import Study, StudyState
-from listener.stability import mark_stable_studies
-from tests.listener.conftest import RunningListener
-from tests.listener.factory import make_series
+from radpair.core.models import Study, StudyState
+from radpair.listener.stability import mark_stable_studies
+from tests.support.listener import RunningListener
+from tests.support.dicom import make_series
 
 
 def _state(listener: RunningListener) -> tuple[StudyState, int]:

@@ -3,19 +3,16 @@ without a certificate from the configured CA is refused. Certificates come from 
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 
-from tests.listener.conftest import DCMTK_ENV, RunningListener, require
-from tests.listener.factory import make_series
+from tests.support.dcmtk import DCMTK_ENV, require
+from tests.support.listener import RunningListener
+from tests.support.dicom import make_series
 
 
 def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed: cannot make test certificates")
     key, cert = folder / f"{name}.key", folder / f"{name}.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "2", "-subj", f"/CN={name}"], check=True, capture_output=True)

@@ -11,40 +11,23 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import highdicom as hd
-import numpy as np
 import pydicom
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import Delivery, Job, JobState, Result
-from core.preprocess import PreprocessParams
-from core.settings import Settings, load_settings
-from core.store import InstanceStore
-from pipeline import codes
-from pipeline.analysis import ServingModel, StudyAnalysis, enqueue_stable_studies
-from pipeline.jobs import JobQueue, QueuePolicy
-from pipeline.status import pipeline_tables
-from pipeline.workers import WorkerPool
-from tests.pipeline.archive import add_report, archive_files, mark_stable
-from tests.pipeline.series import write_mr_series
-
-
-class BrightestVoxelModel:
-    """ModelGateway whose "model" attends to the brightest voxels and always says class 1."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def serving(self, model_name: str) -> ServingModel:
-        def infer(batch: np.ndarray) -> SimpleNamespace:
-            self.calls += 1
-            volume = batch[:, 0]
-            return SimpleNamespace(probabilities=np.array([[0.25, 0.75]]),
-                                   attention=(volume >= 0.6 * volume.max()).astype(np.float32), model_version="3")
-        return ServingModel(model_name, "3", PreprocessParams(spatial_size=(32, 32, 32)),
-                            ("BRAF-fusion", "BRAF-V600E"), infer)
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import Delivery, Job, JobState, Result
+from radpair.core.settings import load_settings
+from radpair.core.store import InstanceStore
+from radpair.core.task import load_task
+from radpair.pipeline.analysis import StudyAnalysis, enqueue_stable_studies
+from radpair.pipeline.jobs import JobQueue, QueuePolicy
+from radpair.pipeline.status import status_tables
+from radpair.pipeline.workers import WorkerPool
+from tests.support.archive import add_report, archive_files, mark_stable
+from tests.support.dicom import write_head_series
+from tests.support.models import BrightestVoxelModel
 
 
 @pytest.fixture
@@ -54,7 +37,7 @@ def env(database_url: str, tmp_path: Path) -> SimpleNamespace:
     settings = load_settings(None, environ={}, overrides={
         "data_dir": str(tmp_path / "data"),
         "pipeline.destinations": [{"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": 9}],
-        "pipeline.rules": [{"name": "brain", "body_part": "brain", "orientation": "axial", "destinations": ["pacs"]}],
+        "pipeline.rules": [{"name": "brain", "study_description": "head", "destinations": ["pacs"]}],
     })
     sessions = session_factory(engine)
     store = InstanceStore(settings.store_dir)
@@ -80,7 +63,7 @@ def results(sessions: sessionmaker[Session], generation: int) -> dict[str, Resul
 
 
 def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: SimpleNamespace) -> None:
-    paths = write_mr_series(env.tmp / "mr", slices=16, rows=40, cols=36)
+    paths = write_head_series(env.tmp / "mr", slices=16, rows=40, cols=36)
     study_uid = archive_files(env.sessions, env.store, paths[:15])
     add_report(env.sessions, study_uid, "Findings: an infratentorial mass in the left cerebellar hemisphere.")
     assert enqueue_stable_studies(env.sessions) == 0, "still receiving"
@@ -97,7 +80,7 @@ def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: Simp
         assert (result.predicted_class, result.model_version) == ("BRAF-V600E", "3")
     sr = hd.sr.srread(env.store.absolute(first["sr"].path))
     (group,) = sr.content.get_volumetric_roi_measurement_groups()
-    assert group.finding_sites[0].topographical_modifier == codes.LOCATIONS["infratentorial"]
+    assert group.finding_sites[0].topographical_modifier == load_task().location_code("infratentorial").code()
     with env.sessions() as s:
         deliveries = s.scalars(select(Delivery)).all()
         assert sorted(d.result_pk for d in deliveries) == sorted(r.id for r in first.values())
@@ -131,7 +114,7 @@ def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: Simp
 
 
 def test_unmatched_study_is_skipped_with_the_reason(env: SimpleNamespace) -> None:
-    paths = write_mr_series(env.tmp / "mr", slices=4)
+    paths = write_head_series(env.tmp / "mr", slices=4)
     study_uid = archive_files(env.sessions, env.store, paths)
     mark_stable(env.sessions, study_uid)
     enqueue_stable_studies(env.sessions)
@@ -143,7 +126,7 @@ def test_unmatched_study_is_skipped_with_the_reason(env: SimpleNamespace) -> Non
 
 
 def test_job_for_an_outdated_generation_is_skipped(env: SimpleNamespace) -> None:
-    study_uid = archive_files(env.sessions, env.store, write_mr_series(env.tmp / "mr"))
+    study_uid = archive_files(env.sessions, env.store, write_head_series(env.tmp / "mr"))
     mark_stable(env.sessions, study_uid)
     enqueue_stable_studies(env.sessions)
     mark_stable(env.sessions, study_uid)
@@ -152,13 +135,22 @@ def test_job_for_an_outdated_generation_is_skipped(env: SimpleNamespace) -> None
 
 
 def test_status_tables_say_what_happened(env: SimpleNamespace) -> None:
-    study_uid = archive_files(env.sessions, env.store, write_mr_series(env.tmp / "mr", slices=4))
+    study_uid = archive_files(env.sessions, env.store, write_head_series(env.tmp / "mr", slices=4))
     mark_stable(env.sessions, study_uid)
     enqueue_stable_studies(env.sessions)
     run_inference(env)
     with env.sessions() as s:
-        jobs, studies, deliveries = pipeline_tables(s)
-    assert jobs[2] == [("inference", "skipped", 1, 0)]
-    (row,) = studies[2]
+        jobs, studies, deliveries = status_tables(s)
+    assert jobs.rows == [("inference", "skipped", 1, 0)]
+    (row,) = studies.rows
     assert row[:3] == (study_uid, 1, "skipped") and "4 instances < 8" in row[4]
-    assert deliveries[2] == []
+    assert deliveries.rows == []
+
+
+def test_a_study_no_rule_takes_is_skipped_with_the_rules_reason(env: SimpleNamespace) -> None:
+    study_uid = archive_files(env.sessions, env.store, write_head_series(env.tmp / "mr", study_description="CT CHEST"))
+    mark_stable(env.sessions, study_uid)
+    enqueue_stable_studies(env.sessions)
+    job = run_inference(env)
+    assert job.state is JobState.SKIPPED
+    assert "study description 'CT CHEST' !~ 'head'" in job.last_error

@@ -8,21 +8,20 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import select, update
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import Delivery, Job, JobState, Result, utcnow
-from core.settings import load_settings
-from core.store import InstanceStore
-from pipeline.analysis import StudyAnalysis, enqueue_stable_studies
-from pipeline.delivery import Outbox
-from pipeline.jobs import JobQueue, QueuePolicy
-from pipeline.workers import WorkerPool
-from tests.pipeline.archive import archive_files, mark_stable
-from tests.pipeline.orthanc import ORTHANC, Orthanc
-from tests.pipeline.series import write_mr_series
-from tests.pipeline.test_analysis import BrightestVoxelModel
-from tests.support.postgres import free_port
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import Delivery, Job, JobState, Result, utcnow
+from radpair.core.settings import load_settings
+from radpair.core.store import InstanceStore
+from radpair.pipeline.analysis import StudyAnalysis, enqueue_stable_studies
+from radpair.pipeline.delivery import Outbox
+from radpair.pipeline.jobs import JobQueue, QueuePolicy
+from radpair.pipeline.workers import WorkerPool
+from tests.support.archive import archive_files, mark_stable
+from tests.support.orthanc import Orthanc
+from tests.support.dicom import write_head_series
+from tests.support.models import BrightestVoxelModel
+from tests.support.ports import free_port
 
-pytestmark = pytest.mark.skipif(ORTHANC is None, reason="Orthanc (Debian package orthanc) is not installed: run `make sysdeps`")
 
 
 @pytest.fixture
@@ -36,14 +35,14 @@ def outbox(tmp_path: Path) -> SimpleNamespace:
             {"name": "pacs", "ae_title": "PACS", "host": "127.0.0.1", "port": pacs.dicom_port},
             {"name": "offline", "ae_title": "NOBODY", "host": "127.0.0.1", "port": free_port()},
         ],
-        "pipeline.rules": [{"name": "mr", "destinations": ["pacs", "offline"]}],
+        "pipeline.rules": [{"name": "all", "destinations": ["pacs", "offline"]}],
     })
     sessions = session_factory(engine)
     store = InstanceStore(settings.store_dir)
     queue = JobQueue(sessions, QueuePolicy())
     handlers = {"inference": StudyAnalysis(settings, sessions, store, BrightestVoxelModel()),
                 "delivery": Outbox(sessions, store, settings.pipeline.destinations)}
-    study_uid = archive_files(sessions, store, write_mr_series(tmp_path / "mr"))
+    study_uid = archive_files(sessions, store, write_head_series(tmp_path / "mr"))
     mark_stable(sessions, study_uid)
     enqueue_stable_studies(sessions)
     pool = WorkerPool(queue, handlers, 1, 0.1, 5.0)

@@ -8,14 +8,10 @@ duplicates), radpair SIGKILLed mid-job (the job completes after a restart).
 
 from __future__ import annotations
 
-import os
-import shutil
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from types import SimpleNamespace
 
 import highdicom as hd
@@ -23,41 +19,24 @@ import pydicom
 import pytest
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory
-from core.models import Delivery, Job, JobState, Study
-from pipeline import codes
-from pipeline.triton_server import TRITON_DIR, ManagedTritonServer
-from tests.listener.serve_process import ServeProcess
-from tests.pipeline.orthanc import ORTHANC, Orthanc
-from tests.pipeline.test_results import dciodvfy_errors, text_items
-from tests.support.postgres import free_port
-from tests.triton.conftest import MODEL, export_small
-from training.cohort import CLASS_NAMES, read_cohort
+from radpair.core.db import make_engine, session_factory
+from radpair.core.models import Delivery, Job, JobState, Study
+from radpair.core.task import load_task
+from radpair.pipeline import codes
+from radpair.serving.server import ManagedTritonServer
+from radpair.training.cohort import read_cohort
+from tests.support.checks import dciodvfy_errors, text_items, wait_for
+from tests.support.dcmtk import storescu
+from tests.support.models import MODEL, export_small
+from tests.support.orthanc import Orthanc
+from tests.support.ports import free_port
+from tests.support.serve import ServeProcess
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(ORTHANC is None, reason="Orthanc (Debian package orthanc) is not installed: run `make sysdeps`"),
-    pytest.mark.skipif(shutil.which("storescu") is None, reason="DCMTK storescu is not installed: run `make sysdeps`"),
-    pytest.mark.skipif(not (TRITON_DIR / "bin" / "tritonserver").is_file(), reason="tritonserver (nvidia-pytriton) is missing"),
-]
+pytestmark = pytest.mark.slow
 
 RESULT_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.88.34": "SR",
                   "1.2.840.10008.5.1.4.1.1.30": "PM"}
-
-
-def wait_for(what: str, check: Callable[[], object], timeout: float = 120.0, every: float = 0.25) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
-def storescu(files: list[Path], port: int, aet: str) -> None:
-    subprocess.run(["storescu", "-aec", aet, "-aet", "MODALITY", "127.0.0.1", str(port), *map(str, files)],
-                   check=True, capture_output=True, env={**os.environ, "TCP_NODELAY": "1"}, timeout=120)
+TASK = load_task()
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +64,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         "RADPAIR_PIPELINE_BACKOFF_BASE": "1.5",
         "RADPAIR_PIPELINE_BACKOFF_MAX": "2.0",
         "RADPAIR_PIPELINE_DESTINATIONS": f'[{{name = "pacs", ae_title = "PACS", host = "127.0.0.1", port = {pacs_port}}}]',
-        "RADPAIR_PIPELINE_RULES": '[{name = "mr-brain", modality = "MR", orientation = "axial", destinations = ["pacs"]}]',
+        "RADPAIR_PIPELINE_RULES": '[{name = "mr-head", study_description = "", destinations = ["pacs"]}]',
     }
     data_dir = tmp / "radpair"
     radpair = ServeProcess(data_dir, env=env)
@@ -134,8 +113,8 @@ def test_pacs_autoroutes_a_study_and_gets_sr_seg_pm_in_the_same_study(system: Si
 
     sr = hd.sr.srread(paths["SR"])
     (group,) = sr.content.get_volumetric_roi_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations(name=codes.PREDICTED_CLASS)
-    assert evaluation.value in {codes.CLASSES[c] for c in CLASS_NAMES}
+    (evaluation,) = group.get_qualitative_evaluations(name=TASK.finding.class_concept.code())
+    assert evaluation.value in {c.code.code() for c in TASK.classes}
     (probability,) = group.get_measurements(name=codes.CLASS_PROBABILITY)
     assert 0.5 <= probability.value <= 1.0
     texts = dict(text_items(group[0]))
@@ -143,8 +122,8 @@ def test_pacs_autoroutes_a_study_and_gets_sr_seg_pm_in_the_same_study(system: Si
     referenced = {item.ReferencedSOPInstanceUID for s in sr.CurrentRequestedProcedureEvidenceSequence
                   for series in s.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
     assert seg.SOPInstanceUID in referenced and source_uids <= referenced
-    if study.location in codes.LOCATIONS:
-        assert group.finding_sites[0].topographical_modifier == codes.LOCATIONS[study.location]
+    if TASK.location_of(study.report_text):
+        assert group.finding_sites[0].topographical_modifier == TASK.location_code(TASK.location_of(study.report_text)).code()
 
 
 def test_triton_down_jobs_wait_then_complete(system: SimpleNamespace) -> None:

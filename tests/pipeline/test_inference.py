@@ -16,13 +16,13 @@ import pydicom
 from monai import transforms as mt
 from monai.data import PydicomReader
 
-from core.preprocess import PreprocessParams
-from pipeline.inference import predict, sample_on_source
-from tests.pipeline.series import write_mr_series
+from radpair.core.preprocess import PreprocessParams
+from radpair.pipeline.inference import predict, sample_on_source
+from tests.support.dicom import write_head_series
 
 
 def test_loaded_series_sampled_at_source_pixels_is_the_source(tmp_path: Path) -> None:
-    paths = write_mr_series(tmp_path / "mr", shuffle=True)
+    paths = write_head_series(tmp_path / "mr")
     source = [pydicom.dcmread(p) for p in paths]
     loaded = mt.Compose([mt.LoadImage(reader=PydicomReader(), image_only=True), mt.EnsureChannelFirst()])(str(tmp_path / "mr"))
     frames = sample_on_source(loaded, source, order=0)
@@ -31,7 +31,7 @@ def test_loaded_series_sampled_at_source_pixels_is_the_source(tmp_path: Path) ->
 
 
 def test_predict_maps_attention_back_over_the_source(tmp_path: Path) -> None:
-    paths = write_mr_series(tmp_path / "mr", slices=16, rows=40, cols=36)
+    paths = write_head_series(tmp_path / "mr", slices=16, rows=40, cols=36)
     source = [pydicom.dcmread(p) for p in paths]
     params = PreprocessParams(spacing=(3.0, 3.0, 3.0), spatial_size=(32, 32, 32))
 
@@ -41,8 +41,8 @@ def test_predict_maps_attention_back_over_the_source(tmp_path: Path) -> None:
         attention = (volume >= 0.6 * volume.max()).astype(np.float32)
         return SimpleNamespace(probabilities=np.array([[0.3, 0.7]]), attention=attention, model_version="4")
 
-    pred = predict(tmp_path / "mr", source, params, identity_model, ("BRAF-fusion", "BRAF-V600E"))
-    assert (pred.predicted_class, pred.model_version) == ("BRAF-V600E", "4")
+    pred = predict(tmp_path / "mr", source, params, identity_model, ("first", "second"))
+    assert (pred.predicted_class, pred.model_version) == ("second", "4")
     assert pred.probability == 0.7
     assert pred.attention.shape == (16, 40, 36)
     lesion = np.stack([ds.pixel_array for ds in source]) == 1000

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import Job, JobState, utcnow
-from pipeline.jobs import JobQueue, QueuePolicy, enqueue
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import Job, JobState, utcnow
+from radpair.pipeline.jobs import JobQueue, QueuePolicy, enqueue
 
 
 @pytest.fixture

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import highdicom as hd
@@ -12,44 +10,30 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from pipeline import codes
-from pipeline.results import Provenance
-from pipeline.results.pmap import build_parametric_map
-from pipeline.results.sc import BANNER, build_key_image
-from pipeline.results.seg import build_seg
-from pipeline.results.sr import build_sr
-from tests.pipeline.series import read_series, write_mr_series
+from radpair.core.task import load_task
+from radpair.pipeline import codes
+from radpair.pipeline.results import Provenance
+from radpair.pipeline.results.pmap import build_parametric_map
+from radpair.pipeline.results.sc import BANNER, build_key_image
+from radpair.pipeline.results.seg import build_seg
+from radpair.pipeline.results.sr import build_sr
+from tests.support.checks import dciodvfy_errors, text_items
+from tests.support.dicom import read_series, write_head_series
 
-DCIODVFY = shutil.which("dciodvfy")
-
-
-def dciodvfy_errors(path: Path) -> list[str]:
-    if DCIODVFY is None:
-        pytest.skip("dciodvfy (Debian package dicom3tools) is not installed: run `make sysdeps`")
-    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
-
-
-def text_items(item: pydicom.Dataset):
-    """(scheme, code) -> TextValue of every TEXT content item under ``item``."""
-    for child in item.get("ContentSequence", []):
-        if child.ValueType == "TEXT":
-            concept = child.ConceptNameCodeSequence[0]
-            yield (concept.CodingSchemeDesignator, concept.CodeValue), child.TextValue
-        yield from text_items(child)
+TASK = load_task()
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
     tmp = tmp_path_factory.mktemp("results")
-    source = read_series(write_mr_series(tmp / "mr"))
+    source = read_series(write_head_series(tmp / "mr"))
     n, rows, cols = len(source), source[0].Rows, source[0].Columns
     heat = np.zeros((n, rows, cols), np.float32)
     heat[4:8, 10:20, 8:16] = np.linspace(0.2, 1.0, 4 * 10 * 8).reshape(4, 10, 8)
     prov = Provenance("radpair", "radpair_classifier", "7")
-    seg = build_seg(source, heat >= 0.5, prov, generate_uid(), generate_uid(), 9001)
-    pm = build_parametric_map(source, heat, prov, generate_uid(), generate_uid(), 9002)
-    sr = build_sr(source, seg, "BRAF-V600E", 0.8125, codes.LOCATIONS["infratentorial"], prov,
+    seg = build_seg(source, heat >= 0.5, TASK, prov, generate_uid(), generate_uid(), 9001)
+    pm = build_parametric_map(source, heat, TASK, prov, generate_uid(), generate_uid(), 9002)
+    sr = build_sr(source, seg, TASK, "BRAF-V600E", 0.8125, "infratentorial", prov,
                   generate_uid(), generate_uid(), 9003, generate_uid())
     paths = {}
     for name, ds in (("seg", seg), ("pm", pm), ("sr", sr)):
@@ -101,15 +85,15 @@ def test_sr_carries_class_probability_version_site_and_references(written: dict)
     sr = hd.sr.srread(written["paths"]["sr"])
     assert sr.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"
     (group,) = sr.content.get_volumetric_roi_measurement_groups()
-    (evaluation,) = group.get_qualitative_evaluations(name=codes.PREDICTED_CLASS)
-    assert evaluation.value == codes.CLASSES["BRAF-V600E"]
+    (evaluation,) = group.get_qualitative_evaluations(name=TASK.finding.class_concept.code())
+    assert evaluation.value == TASK.class_code("BRAF-V600E").code()
     (measurement,) = group.get_measurements(name=codes.CLASS_PROBABILITY)
     assert measurement.value == pytest.approx(0.8125)
     texts = dict(text_items(group[0]))
     assert texts[("DCM", "111001")] == "radpair" and texts[("DCM", "111003")] == "7"  # algorithm name, version
     (site,) = group.finding_sites
     assert site.value == pydicom.sr.codedict.codes.SCT.Brain
-    assert site.topographical_modifier == codes.LOCATIONS["infratentorial"]
+    assert site.topographical_modifier == TASK.location_code("infratentorial").code()
     seg = pydicom.dcmread(written["paths"]["seg"], stop_before_pixels=True)
     assert group.reference_type == pydicom.sr.codedict.codes.DCM.ReferencedSegment
     referenced = {item.ReferencedSOPInstanceUID
@@ -117,6 +101,14 @@ def test_sr_carries_class_probability_version_site_and_references(written: dict)
                   for series in study.ReferencedSeriesSequence for item in series.ReferencedSOPSequence}
     assert seg.SOPInstanceUID in referenced
     assert {ds.SOPInstanceUID for ds in written["source"]} <= referenced
+
+
+@pytest.mark.parametrize("kind", ["seg", "pm", "sr"])
+def test_every_object_names_the_same_equipment_and_declares_the_private_scheme(written: dict, kind: str) -> None:
+    ds = pydicom.dcmread(written["paths"][kind], stop_before_pixels=True)
+    assert (ds.Manufacturer, ds.ManufacturerModelName, ds.DeviceSerialNumber) == ("radpair", "radpair_classifier v7", "radpair")
+    assert ds.SoftwareVersions
+    assert codes.SCHEME in {item.CodingSchemeDesignator for item in ds.CodingSchemeIdentificationSequence}
 
 
 def test_key_image_is_labelled_not_for_diagnosis(tmp_path: Path, written: dict) -> None:

@@ -1,6 +1,7 @@
 """`radpair serve` on its embedded defaults (what `make serve` runs): it starts the tritonserver
-shipped in the nvidia-pytriton wheel with the model shipped in triton_models/, and a study sent to
-the listener gets an analysis by that model. Killing radpair (SIGKILL) takes the server with it, so
+shipped in the nvidia-pytriton wheel with the model shipped in triton_models/ (copied into the data
+directory's model repository on the first start), and a study sent to the listener gets an analysis
+by that model. Killing radpair (SIGKILL) takes the server with it, so
 a restart finds the Triton ports free; a server that cannot start leaves the service up and is
 retried until it can."""
 
@@ -18,20 +19,17 @@ import highdicom as hd
 import pytest
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory
-from core.models import Result, Study
-from pipeline import codes
-from pipeline.triton_repository import ModelRepository, default_repository
-from pipeline.triton_server import TRITON_DIR
-from tests.listener.serve_process import ServeProcess
-from tests.pipeline.test_e2e import storescu, wait_for
-from tests.support.postgres import free_port
-from training.cohort import CohortStudy, read_cohort
+from radpair.core.db import make_engine, session_factory
+from radpair.core.models import Result, Study
+from radpair.pipeline import codes
+from radpair.serving.repository import ModelRepository, shipped_repository
+from radpair.training.cohort import CohortStudy, read_cohort
+from tests.support.checks import wait_for
+from tests.support.dcmtk import storescu
+from tests.support.ports import free_port
+from tests.support.serve import RADPAIR, ServeProcess
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (TRITON_DIR / "bin" / "tritonserver").is_file(), reason="tritonserver (nvidia-pytriton) is missing"),
-]
+pytestmark = pytest.mark.slow
 SHIPPED = "radpair_classifier"
 
 
@@ -80,13 +78,20 @@ def _sr_result(data_dir: Path, study_uid: str, timeout: float) -> Result:
 
 def test_serve_defaults_run_the_shipped_model_on_embedded_triton(tmp_path: Path) -> None:
     study = _study(tmp_path)
-    shipped_version = ModelRepository(default_repository()).current(SHIPPED)
+    shipped_version = ModelRepository(shipped_repository()).current(SHIPPED)
     data_dir = tmp_path / "data"
     serve = _serve(data_dir, free_port())
     try:
         storescu(sorted(study.series_dir.glob("*.dcm")) + [study.report_path], serve.port, "RADPAIR")
         result = _sr_result(data_dir, study.study_uid, timeout=120)
         assert (result.model_name, result.model_version) == (SHIPPED, str(shipped_version)), serve.log()
+        served = ModelRepository(data_dir / "models")
+        assert served.current(SHIPPED) == shipped_version, "the data directory serves a copy of the shipped model"
+        status = subprocess.run([*RADPAIR, "status", "--data-dir", str(data_dir)], capture_output=True, text=True,
+                                timeout=60)
+        assert status.returncode == 0, status.stderr
+        assert re.search(r"^inference\s+done\s+1\b", status.stdout, re.M), status.stdout
+        assert f"{result.predicted_class} p={result.probability:.3f} ({SHIPPED} v{shipped_version})" in status.stdout
         sr = hd.sr.srread(data_dir / "instances" / result.path)
         (group,) = sr.content.get_volumetric_roi_measurement_groups()
         (probability,) = group.get_measurements(name=codes.CLASS_PROBABILITY)

@@ -9,24 +9,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import ModelVersion, Patient, Study
-from radpair.retrain_lock import acquire, release
-from training.data import PairedStudy
-from training.retrain import Evaluation, NotEnoughData, Snapshot, fix_held_out, gate, new_pair_count, split
+from radpair.core.models import ModelVersion, Patient, Study
+from radpair.retrain.gate import Evaluation, gate
+from radpair.retrain.lock import acquire, release
+from radpair.retrain.snapshot import NotEnoughData, Snapshot, fix_held_out, new_pair_count, split
+from radpair.training.data import PairedStudy
 
 
 def pair(patient: int, study: int, label: int) -> PairedStudy:
     return PairedStudy(study_uid=f"1.2.{patient}.{study}", patient_id=f"P{patient}", series_dir=Path("/nonexistent"),
                        report="report", label_index=label)
-
-
-@pytest.fixture
-def sessions(database_url: str):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
 
 
 def archive(sessions, pairs: list[PairedStudy]) -> None:
@@ -66,10 +58,10 @@ def test_held_out_is_patient_level_stratified_and_fixed(sessions) -> None:
     assert newcomer not in train
 
 
-def test_held_out_needs_both_classes(sessions) -> None:
+def test_held_out_needs_two_classes(sessions) -> None:
     only_one = [pair(p, 0, 1) for p in range(12)]
     archive(sessions, only_one)
-    with pytest.raises(NotEnoughData, match="both classes"):
+    with pytest.raises(NotEnoughData, match="two classes or more"):
         fix_held_out(sessions, Snapshot(tuple(only_one), "x"), 0.25, 0, run_row(sessions))
 
 

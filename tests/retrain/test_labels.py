@@ -7,13 +7,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import Label
-from radpair.labels import LabelFileError, import_labels
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import Label
+from radpair.retrain.labels import LabelFileError, import_labels
 from radpair.cli import main
-from training.cohort import CLASS_NAMES, read_cohort
-from training.cohort.generate import CohortSpec, generate_cohort
-from training.cohort.shifts import resolve_shift
+from radpair.core.task import load_task
+from radpair.training.cohort import read_cohort
+from tests.support.cohorts import make_cohort
+
+CLASS_NAMES = load_task().class_names
 
 
 @pytest.fixture
@@ -51,8 +53,7 @@ def test_a_bad_row_imports_nothing(sessions, tmp_path: Path) -> None:
 
 def test_cli_imports_a_cohort_labels_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cohort = tmp_path / "cohort"
-    generate_cohort(CohortSpec(cohort, n=4, seed=1, shift=resolve_shift("none"), size=(16, 32, 32), lesion_free_fraction=0.25),
-                    workers=1)
+    make_cohort(cohort, n=4, seed=1, size=(16, 32, 32), lesion_free_fraction=0.25)
     labelled = sum(1 for s in read_cohort(cohort) if s.label)
     assert main(["labels", "import", "--data-dir", str(tmp_path / "data"), str(cohort / "labels.csv")]) == 0
     assert f"{labelled} added, 0 updated, 0 unchanged, {4 - labelled} without a label skipped" in capsys.readouterr().out

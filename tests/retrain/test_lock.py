@@ -11,17 +11,8 @@ import textwrap
 import pytest
 from sqlalchemy import select, update
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import RetrainRun, utcnow
-from radpair.retrain_lock import RetrainBusy, acquire, held, release
-
-
-@pytest.fixture
-def sessions(database_url: str):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield session_factory(engine)
-    engine.dispose()
+from radpair.core.models import RetrainRun, utcnow
+from radpair.retrain.lock import RetrainBusy, acquire, held, release
 
 
 def test_second_acquire_is_refused_until_release(sessions) -> None:
@@ -61,8 +52,8 @@ def test_failure_inside_held_block_records_the_error(sessions) -> None:
 
 RACER = textwrap.dedent("""
     import sys, time
-    from core.db import make_engine, session_factory
-    from radpair.retrain_lock import RetrainBusy, acquire
+    from radpair.core.db import make_engine, session_factory
+    from radpair.retrain.lock import RetrainBusy, acquire
     sessions = session_factory(make_engine(sys.argv[1]))
     while time.time() < float(sys.argv[2]):
         time.sleep(0.001)

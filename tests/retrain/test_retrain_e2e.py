@@ -14,39 +14,32 @@ import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
 import pytest
 from sqlalchemy import func, select
 
-from core.db import make_engine, session_factory
-from core.models import ModelStatus, ModelVersion, Report, Result, RetrainRun
-from pipeline.triton_client import TritonClient
-from pipeline.triton_repository import ModelRepository
-from pipeline.triton_server import TRITON_DIR, ManagedTritonServer
 from radpair.cli import main
-from tests.listener.serve_process import ServeProcess
-from tests.pipeline.test_results import text_items
-from tests.support.postgres import free_port
-from training.cohort import read_cohort
-from training.cohort.generate import CohortSpec, generate_cohort
-from training.cohort.shifts import resolve_shift
+from radpair.core.db import make_engine, session_factory
+from radpair.core.models import ModelStatus, ModelVersion, Report, Result, RetrainRun
+from radpair.serving.client import TritonClient
+from radpair.serving.repository import ModelRepository
+from radpair.serving.server import ManagedTritonServer
+from radpair.training.cohort import read_cohort
+from tests.support.checks import text_items, wait_for
+from tests.support.cohorts import make_cohort
+from tests.support.models import task_file
+from tests.support.ports import free_port
+from tests.support.serve import ServeProcess
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not (TRITON_DIR / "bin" / "tritonserver").is_file(), reason="tritonserver (nvidia-pytriton) is missing"),
-]
+pytestmark = pytest.mark.slow
 
 MODEL = "radpair_classifier"
 STUDIES = 16  # plus one sent after version 1 is serving
 TINY = """
 seed = 0
 [data]
-spacing = [6.0, 6.0, 6.0]
-spatial_size = [32, 32, 32]
 augment = false
 [image]
 depth = 10
@@ -70,15 +63,6 @@ warmup_epochs = 0
 WORSE = TINY.replace("[finetune]\n", "[finetune]\nlr = 1.0e12\n")
 
 
-def wait_for(what: str, check: Callable[[], object], timeout: float, every: float = 0.25) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def radpair_here(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
                  *args: str) -> tuple[int, str]:
     """The same command line in this process (no second torch import): exit status and stdout."""
@@ -95,8 +79,7 @@ def radpair_here(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyP
 def test_retrain_promotes_gates_serves_and_rolls_back(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cohort_dir = tmp_path / "cohort"
-    generate_cohort(CohortSpec(cohort_dir, n=STUDIES + 1, seed=7, shift=resolve_shift("none"), size=(32, 32, 32),
-                               lesion_free_fraction=0.05), workers=2)
+    make_cohort(cohort_dir, n=STUDIES + 1, seed=7, size=(32, 32, 32), lesion_free_fraction=0.05, workers=2)
     *archived, later = read_cohort(cohort_dir)
     repo = ModelRepository(tmp_path / "triton_models")
     repo.root.mkdir()
@@ -116,14 +99,15 @@ def test_retrain_promotes_gates_serves_and_rolls_back(tmp_path: Path, capsys: py
            "RADPAIR_PIPELINE_POLL_INTERVAL": "0.25",
            "RADPAIR_PIPELINE_BACKOFF_MAX": "2.0",
            # Only what the PACS sends is analysed; the cohort arrives from a modality.
-           "RADPAIR_PIPELINE_RULES": '[{name = "mr", modality = "MR", calling_ae = "^PACS$"}]',
-           "RADPAIR_RETRAIN_CONFIG": str(tmp_path / "tiny.toml"),
+           "RADPAIR_PIPELINE_RULES": '[{name = "from-pacs", calling_ae = "^PACS$"}]',
+           "RADPAIR_TASK": str(task_file(tmp_path / "task.toml")),
+           "RADPAIR_RETRAIN_TRAIN_CONFIG": str(tmp_path / "tiny.toml"),
            "RADPAIR_RETRAIN_MIN_NEW_PAIRS": str(STUDIES),
            "RADPAIR_RETRAIN_HELD_OUT_FRACTION": "0.25"}
     serve = ServeProcess(data_dir, env=env)
     engine = make_engine(f"sqlite:///{data_dir / 'radpair.db'}")
     sessions = session_factory(engine)
-    client = TritonClient(triton.http_url, "http", MODEL, timeout=30, retries=6, retry_backoff=0.25, repository=repo.root)
+    client = TritonClient(triton.http_url, repo.root, "http", MODEL, timeout=30, retries=6, retry_backoff=0.25)
     try:
         # The archive: every study (MR series + SR report) over DICOM, then the labels.
         code, out = radpair_here(capsys, monkeypatch, env, "send", *(str(s.series_dir.parent) for s in archived),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -17,20 +17,13 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import RetrainRun
-from core.settings import Settings, load_settings
-from radpair.retrain import RetrainService, next_run_time, summary
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import RetrainRun
+from radpair.core.settings import Settings, load_settings
+from radpair.retrain.schedule import JOB_REFERENCE, RetrainService, next_run_time, summary
+from tests.support.checks import wait_for
 
 EVERY = 10  # seconds between cron firings
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.2)
 
 
 def sleep_until(moment: dt.datetime) -> None:
@@ -76,14 +69,14 @@ def test_cron_fires_and_a_restart_neither_skips_nor_doubles(settings: Settings) 
     with serving(settings):
         first = next_run_time(engine)
         assert first is not None and first.second % EVERY == 0
-        wait_for(lambda: len(cron_runs()) == 1, EVERY + 30, "the first cron run")
+        wait_for("the first cron run", lambda: len(cron_runs()) == 1, EVERY + 30)
     assert cron_runs()[0].outcome == "skipped" and "min_new_pairs" in cron_runs()[0].reason
     missed = next_run_time(engine)
     assert missed > first
     sleep_until(missed + dt.timedelta(seconds=1))  # down while the next run was due
 
     with serving(settings):  # restarted within misfire_grace_time: the missed run runs, once
-        wait_for(lambda: len(cron_runs()) == 2, 30, "the missed run after the restart")
+        wait_for("the missed run after the restart", lambda: len(cron_runs()) == 2, 30)
         assert next_run_time(engine) > missed
     after = next_run_time(engine)
     assert after - missed >= dt.timedelta(seconds=EVERY)
@@ -109,3 +102,13 @@ def test_changed_cron_expression_replaces_the_stored_schedule(settings: Settings
     local = upcoming.astimezone(dt.timezone(dt.timedelta(hours=1))) if upcoming else None
     assert local is not None and (local.hour, local.minute) in ((2, 0), (3, 0))  # CET or CEST
     engine.dispose()
+
+
+def test_the_stored_job_reference_of_every_release_resolves() -> None:
+    """Deployments store the job as this reference (since the first release): it must keep resolving."""
+    from apscheduler.util import ref_to_obj
+
+    import radpair.retrain
+
+    assert JOB_REFERENCE == "radpair.retrain:scheduled_retrain"
+    assert ref_to_obj(JOB_REFERENCE) is radpair.retrain.scheduled_retrain

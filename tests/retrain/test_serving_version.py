@@ -8,20 +8,19 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import ModelStatus, ModelVersion
-from pipeline.triton_repository import ModelRepository
-from radpair.retrain import record_serving_version
-from tests.triton.conftest import MODEL, export_small
-from training.cohort.generate import CohortSpec, generate_cohort
-from training.cohort.shifts import resolve_shift
-from training.data import studies_from_cohort
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import ModelStatus, ModelVersion
+from radpair.serving.repository import ModelRepository
+from radpair.core.task import load_task
+from radpair.retrain.lineage import record_serving_version
+from radpair.training.data import studies_from_cohort
+from tests.support.cohorts import make_cohort
+from tests.support.models import MODEL, export_small
 
 
 def test_a_version_exported_by_hand_is_recorded_and_scored(tmp_path: Path) -> None:
-    generate_cohort(CohortSpec(tmp_path / "cohort", n=4, seed=2, shift=resolve_shift("none"), size=(16, 32, 32),
-                               lesion_free_fraction=0.0), workers=1)
-    held_out = studies_from_cohort(tmp_path / "cohort")
+    make_cohort(tmp_path / "cohort", n=4, seed=2, size=(16, 32, 32), lesion_free_fraction=0.0)
+    held_out = studies_from_cohort(tmp_path / "cohort", load_task())
     repo = ModelRepository(tmp_path / "repo")
     assert export_small(repo.root, seed=3) == 1
     engine = make_engine(f"sqlite:///{tmp_path / 'radpair.db'}")

@@ -1,4 +1,5 @@
-"""A tiny real cohort (16 studies + 6 external, 32³) written once per session by `radpair cohort`."""
+"""A tiny real cohort (16 studies + 6 external, 32³) written once per session by `radpair cohort`,
+and the task file at that size."""
 
 from __future__ import annotations
 
@@ -8,18 +9,13 @@ from pathlib import Path
 
 import pytest
 
-# A small, fast configuration for CPU tests: 32³ at 6 mm, ResNet-10 with narrow stages, short text.
-TINY = [
-    "image.depth=10", "image.widths=[8, 16, 32, 64]", "image.head_hidden=16",
-    "data.spacing=[6, 6, 6]", "data.spatial_size=[32, 32, 32]",
-    "text.max_length=48", "pretrain.embed_dim=32", "pretrain.batch_size=8",
-    "finetune.batch_size=4", "finetune.folds=2", "finetune.warmup_epochs=1", "finetune.step_size=1",
-]
+from radpair.core.task import TaskDefinition, load_task
+from tests.support.models import task_file
 
 
 def _cohort(out: Path, n: int, seed: int, shift: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "radpair.cli", "cohort", "--out", str(out), "--n", str(n), "--seed", str(seed),
+        [sys.executable, "-m", "radpair", "cohort", "--out", str(out), "--n", str(n), "--seed", str(seed),
          "--shift", shift, "--size", "32", "32", "32", "--workers", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
@@ -34,3 +30,14 @@ def cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         output, _ = job.communicate(timeout=300)
         assert job.returncode == 0, output
     return folders
+
+
+@pytest.fixture(scope="session")
+def tiny_task_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped task at 32³ and 6 mm (what the tiny cohorts and TINY configuration use)."""
+    return task_file(tmp_path_factory.mktemp("task") / "task.toml")
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tiny_task_path: Path) -> TaskDefinition:
+    return load_task(tiny_task_path)

@@ -1,21 +1,17 @@
-"""training.data: archive pairs by SQL (SQLite and PostgreSQL), patient-level splits, location words."""
+"""training.data: archive pairs by SQL (SQLite and PostgreSQL), patient-level splits, caching."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from core.db import make_engine, session_factory, upgrade
-from core.models import Instance, Patient, Report, Series, Study
-from core.preprocess import PreprocessParams
-from training.data import (
-    PairedStudy,
-    held_out_split,
-    location_from_report,
-    patient_folds,
-    studies_from_archive,
-    volume_dataset,
-)
-from tests.training.series import write_mr_series
+from radpair.core.db import make_engine, session_factory, upgrade
+from radpair.core.models import Instance, Patient, Report, Series, Study
+from radpair.core.preprocess import PreprocessParams
+from radpair.core.task import load_task
+from radpair.training.data import PairedStudy, patient_folds, studies_from_archive, volume_dataset
+from tests.support.dicom import write_series
+
+TASK = load_task()
 
 
 def _archive(url: str, store, n_slices: int, modality: str, series_uid: str, study: Study, session) -> Series:
@@ -23,7 +19,7 @@ def _archive(url: str, store, n_slices: int, modality: str, series_uid: str, stu
     session.add(series)
     folder = store / study.study_uid / series_uid
     volume = np.full((n_slices, 16, 16), 500, np.uint16)
-    for k, path in enumerate(write_mr_series(folder, volume, (3.0, 3.0, 3.0))):
+    for k, path in enumerate(write_series(folder, volume, (3.0, 3.0, 3.0), modality=modality)):
         session.add(Instance(sop_instance_uid=f"{series_uid}.{k + 1}", sop_class_uid="1.2.840.10008.5.1.4.1.1.4",
                              series=series, transfer_syntax_uid="1.2.840.10008.1.2.1",
                              path=str(path.relative_to(store)), size=path.stat().st_size, sha256="0" * 64))
@@ -39,17 +35,17 @@ def test_archive_pairs_by_sql(database_url, tmp_path):
         paired = Study(study_uid="1.2.3.1", patient=patient)
         unpaired = Study(study_uid="1.2.3.2", patient=patient)
         session.add_all([patient, paired, unpaired])
-        _archive(database_url, store, 3, "MR", "1.2.3.1.1", paired, session)  # smaller MR series
-        _archive(database_url, store, 6, "MR", "1.2.3.1.2", paired, session)  # the selected one
-        _archive(database_url, store, 8, "CT", "1.2.3.1.3", paired, session)  # not MR
-        _archive(database_url, store, 4, "MR", "1.2.3.2.1", unpaired, session)  # no report
+        _archive(database_url, store, 9, "MR", "1.2.3.1.1", paired, session)  # smaller MR series
+        _archive(database_url, store, 12, "MR", "1.2.3.1.2", paired, session)  # the selected one
+        _archive(database_url, store, 16, "CT", "1.2.3.1.3", paired, session)  # not MR
+        _archive(database_url, store, 10, "MR", "1.2.3.2.1", unpaired, session)  # no report
         session.add(Report(sr_instance_uid="1.2.3.1.9", study=paired, sr_study_uid="1.2.3.1",
                            text="Lesion in the left cerebellar hemisphere."))
     engine.dispose()
-    studies = studies_from_archive(database_url, store, tmp_path / "links")
+    studies = studies_from_archive(database_url, store, tmp_path / "links", TASK)
     assert [(s.study_uid, s.patient_id) for s in studies] == [("1.2.3.1", "P1")]
-    assert studies[0].series_dir.name == "1.2.3.1.2" and len(list(studies[0].series_dir.iterdir())) == 6
-    assert studies[0].location_index == 1  # cerebellar -> infratentorial
+    assert studies[0].series_dir.name == "1.2.3.1.2" and len(list(studies[0].series_dir.iterdir())) == 12
+    assert studies[0].location_index == TASK.location_names.index("infratentorial")  # "cerebellar"
     item = volume_dataset(studies, PreprocessParams(spatial_size=(16, 16, 16)), cache=False)[0]
     assert tuple(item["image"].shape) == (1, 16, 16, 16)
 
@@ -59,15 +55,6 @@ def test_splits_never_share_a_patient():
     for train, test in patient_folds(studies, 4, seed=0):
         assert not {studies[i].patient_id for i in train} & {studies[i].patient_id for i in test}
         assert {studies[i].label_index for i in test} == {0, 1}
-    dev, held = held_out_split(studies, 0.25, seed=0)
-    assert held and not {studies[i].patient_id for i in dev} & {studies[i].patient_id for i in held}
-
-
-def test_location_from_report_wording():
-    assert location_from_report("Mass in the right frontal lobe.") == 0
-    assert location_from_report("Pontine lesion extending to the pons.") == 1
-    assert location_from_report("Transtentorial extension of a thalamic mass.") == 2
-    assert location_from_report("No abnormality.") == 3
 
 
 def test_cached_dataset_never_rereads_the_series(tmp_path):
@@ -75,7 +62,7 @@ def test_cached_dataset_never_rereads_the_series(tmp_path):
     folders = []
     for i in range(2):
         folders.append(tmp_path / f"series{i}")
-        write_mr_series(folders[-1], np.full((8, 16, 16), 300 + 100 * i, np.uint16), (3.0, 3.0, 3.0))
+        write_series(folders[-1], np.full((8, 16, 16), 300 + 100 * i, np.uint16), (3.0, 3.0, 3.0))
     studies = [PairedStudy(f"1.2.{i}", f"P{i}", folder, "report") for i, folder in enumerate(folders)]
     params = PreprocessParams(spacing=(3.0, 3.0, 3.0), spatial_size=(8, 8, 8))
     datasets = [volume_dataset(studies, params, workers=1), volume_dataset(studies, params, cache_dir=str(tmp_path / "c"))]

@@ -7,18 +7,19 @@ import json
 import torch
 
 from radpair.cli import main
-from tests.training.conftest import TINY
-from training.config import load_config
-from training.contrastive import ContrastiveModel
-from training.data import studies_from_cohort
-from training.finetune import finetune
+from radpair.training.config import load_config
+from radpair.training.contrastive import ContrastiveModel
+from radpair.training.data import studies_from_cohort
+from radpair.training.finetune import finetune
+from tests.support.models import TINY
 
 SETS = [arg for item in TINY for arg in ("--set", item)]
 
 
-def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tmp_path):
+def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tiny_task_path, tmp_path):
     pre, fine = tmp_path / "pre", tmp_path / "fine"
-    args = ["train", "pretrain", "--cohort", str(cohorts["internal"]), "--out", str(pre), *SETS]
+    task = ["--task", str(tiny_task_path)]
+    args = ["train", "pretrain", "--cohort", str(cohorts["internal"]), "--out", str(pre), *task, *SETS]
     assert main([*args, "--set", "pretrain.epochs=1"]) == 0
     assert main([*args, "--set", "pretrain.epochs=2", "--resume"]) == 0  # continues at epoch 2
     history = json.loads((pre / "metrics.json").read_text())["epochs"]
@@ -28,7 +29,7 @@ def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tmp_path):
         assert (pre / name).is_file(), name
 
     assert main(["train", "finetune", "--cohort", str(cohorts["internal"]), "--external", str(cohorts["external"]),
-                 "--init", str(pre), "--out", str(fine), *SETS, "--set", "finetune.epochs=2"]) == 0
+                 "--init", str(pre), "--out", str(fine), *task, *SETS, "--set", "finetune.epochs=2"]) == 0
     for name in ("classifier.pt", "model_config.json", "preprocess.json", "metrics.json", "class_names.json",
                  "config.json", "loss_curve.png", "roc.png", "roc_external.png", "attention_overlays.png"):
         assert (fine / name).is_file(), name
@@ -40,7 +41,7 @@ def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tmp_path):
     assert json.loads((fine / "class_names.json").read_text()) == ["BRAF-fusion", "BRAF-V600E"]
 
     # The Triton exporter's loader accepts the run directory and the model traces (contract 4).
-    from training.export import load_run
+    from radpair.training.export import load_run
 
     model, params, class_names, _ = load_run(fine)
     x = torch.randn(1, 1, *params.spatial_size)
@@ -48,17 +49,17 @@ def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tmp_path):
     assert probabilities.shape == (1, 2) and attention.shape == (1, *params.spatial_size)
 
     out = tmp_path / "evaluation"
-    assert main(["evaluate", "--cohort", str(cohorts["external"]), "--run", str(fine), "--out", str(out)]) == 0
+    assert main(["evaluate", "--cohort", str(cohorts["external"]), "--run", str(fine), "--out", str(out), *task]) == 0
     evaluation = json.loads((out / "evaluation.json").read_text())
     assert evaluation["n"] > 0 and 0.0 <= evaluation["dice_2d"] <= 1.0
     assert (out / "roc.png").is_file()
 
 
-def test_same_seed_gives_same_metrics(cohorts, tmp_path):
+def test_same_seed_gives_same_metrics(cohorts, tiny_task, tmp_path):
     config = load_config(overrides=[*TINY, "finetune.epochs=1"])
-    studies = studies_from_cohort(cohorts["internal"])
-    first = finetune(config, studies, tmp_path / "a", device="cpu")
-    second = finetune(config, studies, tmp_path / "b", device="cpu")
+    studies = studies_from_cohort(cohorts["internal"], tiny_task)
+    first = finetune(config, tiny_task, studies, tmp_path / "a", device="cpu")
+    second = finetune(config, tiny_task, studies, tmp_path / "b", device="cpu")
     assert first["internal"] == second["internal"]
     a = torch.load(tmp_path / "a" / "classifier.pt")
     b = torch.load(tmp_path / "b" / "classifier.pt")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.models import ImageEncoder, build_classifier, load_image_checkpoint
+from radpair.training.models import ImageEncoder, build_classifier, load_image_checkpoint
 
-SMALL = {"depth": 10, "widths": [8, 16, 32, 64], "head_hidden": 16}
+SMALL = {"depth": 10, "widths": [8, 16, 32, 64], "head_hidden": 16, "num_classes": 2}
 
 
 def test_forward_contract_shapes_and_ranges():
@@ -44,7 +44,7 @@ def test_frozen_stages_have_no_gradient_and_stay_in_eval():
 
 def test_unknown_config_key_is_refused():
     with pytest.raises(ValueError, match="unknown"):
-        build_classifier({"detph": 18})
+        build_classifier({"detph": 18, "num_classes": 2})
 
 
 def test_medicalnet_style_checkpoint_loads(tmp_path):
@@ -56,3 +56,10 @@ def test_medicalnet_style_checkpoint_loads(tmp_path):
     assert torch.equal(target.encoder.backbone.conv1.weight, source.backbone.conv1.weight + 1)
     with pytest.raises(ValueError, match="different depth/widths"):
         load_image_checkpoint(ImageEncoder({**SMALL, "widths": [4, 8, 16, 32]}), tmp_path / "resnet_10.pth")
+
+
+def test_the_classifier_has_one_output_per_task_class():
+    probabilities, _, _ = build_classifier({**SMALL, "num_classes": 3}).eval()(torch.randn(2, 1, 32, 32, 32))
+    assert probabilities.shape == (2, 3)
+    with pytest.raises(ValueError, match="num_classes"):
+        build_classifier({k: v for k, v in SMALL.items() if k != "num_classes"})

@@ -7,8 +7,8 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from core.preprocess import PreprocessParams, build_transforms, invert_to_source
-from tests.training.series import write_mr_series
+from radpair.core.preprocess import PreprocessParams, build_transforms, invert_to_source
+from tests.support.dicom import write_series
 
 SHAPE = (20, 40, 48)  # slices, rows, cols
 SPACING = (2.5, 1.5, 1.2)
@@ -21,7 +21,7 @@ def series_dir(tmp_path_factory):
     volume[4:16, 8:32, 10:38] = 800 + rng.integers(0, 200, (12, 24, 28))
     volume[8:12, 14:20, 16:22] = 2000  # a bright block whose position must survive the round trip
     folder = tmp_path_factory.mktemp("series")
-    write_mr_series(folder, volume, SPACING)
+    write_series(folder, volume, SPACING)
     return folder
 
 

@@ -1,44 +1,21 @@
 """One real tritonserver (from the nvidia-pytriton wheel) for the session, on free loopback ports.
 
-The served model is TRAINING's real classifier (``training.models.build_classifier``) in a small
-configuration, exported by radpair's exporter, so export, serving and the client are tested end
-to end on the network radpair ships.
+The served model is TRAINING's real classifier (``radpair.training.models.build_classifier``) in a
+small configuration, exported by radpair's exporter, so export, serving and the client are tested
+end to end on the network radpair ships.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import torch
 
-from core.preprocess import PreprocessParams
-from pipeline.triton_client import TritonClient
-from pipeline.triton_repository import ModelRepository
-from pipeline.triton_server import ManagedTritonServer, TRITON_DIR
-from tests.support.postgres import free_port
-from training.export import export_model
-from training.models import build_classifier
-
-MODEL = "radpair_classifier"
-SMALL = {"depth": 10, "widths": [8, 8, 16, 16], "head_hidden": 16, "dropout": 0.0}
-PARAMS = PreprocessParams(spatial_size=(32, 32, 32))
-CLASSES = ("BRAF-fusion", "BRAF-V600E")
-
-
-def small_classifier(seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = build_classifier(SMALL).eval()
-    # The attention layer starts with gamma = 0 (no effect); give it one so outputs depend on it.
-    with torch.no_grad():
-        model.encoder.attention.gamma.fill_(0.5)
-    return model
-
-
-def export_small(repo: Path, seed: int) -> int:
-    return export_model(small_classifier(seed), PARAMS, CLASSES, {"run": f"test-seed-{seed}", "metrics": {"auc": 0.5 + seed / 100}},
-                        repo, MODEL, "cpu", max_batch_size=8).version
+from radpair.serving.client import TritonClient
+from radpair.serving.repository import ModelRepository
+from radpair.serving.server import TRITON_DIR, ManagedTritonServer
+from tests.support.models import MODEL, export_small
+from tests.support.ports import free_port
 
 
 @pytest.fixture(scope="session")
@@ -62,14 +39,13 @@ def triton_server(triton_repo: ModelRepository, tmp_path_factory: pytest.TempPat
 @pytest.fixture(params=["http", "grpc"])
 def client(request: pytest.FixtureRequest, triton_server: ManagedTritonServer, triton_repo: ModelRepository) -> Iterator[TritonClient]:
     url = triton_server.http_url if request.param == "http" else triton_server.grpc_url
-    c = TritonClient(url, request.param, MODEL, timeout=30, retries=6, retry_backoff=0.25, repository=triton_repo.root)
+    c = TritonClient(url, triton_repo.root, request.param, MODEL, timeout=30, retries=6, retry_backoff=0.25)
     yield c
     c.close()
 
 
 @pytest.fixture
 def http_client(triton_server: ManagedTritonServer, triton_repo: ModelRepository) -> Iterator[TritonClient]:
-    c = TritonClient(triton_server.http_url, "http", MODEL, timeout=30, retries=6, retry_backoff=0.25,
-                     repository=triton_repo.root)
+    c = TritonClient(triton_server.http_url, triton_repo.root, "http", MODEL, timeout=30, retries=6, retry_backoff=0.25)
     yield c
     c.close()

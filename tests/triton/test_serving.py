@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.triton_client import TritonClient
-from pipeline.triton_deploy import DeployError, deploy, history, rollback
-from pipeline.triton_repository import LIBTORCH_SUFFIX, ModelRepository, read_config
-from pipeline.triton_server import ManagedTritonServer
+from radpair.serving.client import TritonClient
+from radpair.serving.deploy import DeployError, deploy, history, rollback
+from radpair.serving.repository import LIBTORCH_SUFFIX, ModelRepository, read_config
+from radpair.serving.server import ManagedTritonServer
 from radpair.cli import main
-from tests.support.postgres import free_port
-from tests.triton.conftest import MODEL, PARAMS, export_small, small_classifier
-from training.export import ExportError, export_model
+from tests.support.ports import free_port
+from tests.support.models import MODEL, PARAMS, export_small, small_classifier
+from radpair.training.export import ExportError, export_model
 
 SHAPE = (1, *PARAMS.spatial_size)
 
@@ -95,7 +95,7 @@ def test_concurrent_requests_are_batched(http_client: TritonClient) -> None:
     barrier = threading.Barrier(8)
 
     def send() -> None:
-        c = TritonClient(http_client.url, "http", MODEL, repository=http_client.repository.root)
+        c = TritonClient(http_client.url, http_client.repository.root, "http", MODEL)
         for _ in range(4):
             barrier.wait()
             c.infer(x)
@@ -125,8 +125,8 @@ class RequestLoop:
     def _run(self) -> None:
         # No retries: a request that fails is counted. A generous timeout: on a loaded 2-core CI
         # machine the new version's stub start (importing torch) slows everything down.
-        c = TritonClient(self.client.url, self.client.protocol, MODEL, timeout=120, retries=0,
-                         repository=self.client.repository.root)
+        c = TritonClient(self.client.url, self.client.repository.root, self.client.protocol, MODEL, timeout=120,
+                         retries=0)
         x = volumes(1, seed=3)
         while not self.stop.is_set():
             try:

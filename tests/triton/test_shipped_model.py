@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from pipeline.triton_repository import ModelRepository, default_repository, read_config
+from radpair.serving.repository import PYTHON_MODEL, ModelRepository, read_config, shipped_repository
 
 MODEL = "radpair_classifier"
-SCRIPT = default_repository() / "make_model.sh"
+SCRIPT = shipped_repository() / "make_model.sh"
 
 
 def _shapes(model_pt: Path) -> dict[str, tuple[int, ...]]:
@@ -27,15 +27,15 @@ def _shapes(model_pt: Path) -> dict[str, tuple[int, ...]]:
 
 
 def test_shipped_model_is_a_trained_small_run() -> None:
-    shipped = ModelRepository(default_repository())
+    shipped = ModelRepository(shipped_repository())
     files = shipped.version(MODEL, shipped.current(MODEL))
     card = files.card()
-    config = tomllib.loads((default_repository() / "shipped_model.toml").read_text())
+    config = tomllib.loads((shipped_repository() / "shipped_model.toml").read_text())
     assert card["training_config"]["image"]["widths"] == config["image"]["widths"]
     assert card["training_config"]["finetune"]["epochs"] == config["finetune"]["epochs"]
     assert card["metrics"]["internal"]["auc"]["mean"] >= 0.0 and card["data_snapshot"]["studies"]
     assert card["parity_max_abs_diff"] < 1e-4
-    size = sum(p.stat().st_size for p in default_repository().rglob("*") if p.is_file() and not p.is_symlink())
+    size = sum(p.stat().st_size for p in shipped_repository().rglob("*") if p.is_file() and not p.is_symlink())
     assert size < 20e6, f"triton_models/ holds {size / 1e6:.1f} MB"
 
 
@@ -46,7 +46,7 @@ def test_make_model_script_reproduces_the_shipped_architecture(tmp_path: Path) -
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
-    shipped, rebuilt = ModelRepository(default_repository()), ModelRepository(tmp_path / "repo")
+    shipped, rebuilt = ModelRepository(shipped_repository()), ModelRepository(tmp_path / "repo")
     old = shipped.version(MODEL, shipped.current(MODEL))
     new = rebuilt.version(MODEL, 1)
     assert new.card()["model_config"] == old.card()["model_config"]
@@ -57,4 +57,11 @@ def test_make_model_script_reproduces_the_shipped_architecture(tmp_path: Path) -
         config = read_config(root / MODEL / "config.pbtxt")
         return [(t.name, list(t.dims)) for t in (*config.input, *config.output)]
 
-    assert signature(tmp_path / "repo") == signature(default_repository())
+    assert signature(tmp_path / "repo") == signature(shipped_repository())
+
+
+def test_every_shipped_version_runs_the_one_python_model_source() -> None:
+    """``model.py`` in a version folder is a copy the exporter makes of radpair/serving/triton_model.py."""
+    shipped = ModelRepository(shipped_repository())
+    for files in shipped.versions(MODEL):
+        assert (files.path / "model.py").read_bytes() == PYTHON_MODEL.read_bytes(), files.path

@@ -16,10 +16,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CLASS_NAMES = ("BRAF-fusion", "BRAF-V600E")
-LOCATIONS = ("supratentorial", "infratentorial", "transtentorial")
 NO_LOCATION = "none"
-GENERATOR_VERSION = "1.0"
+DEFAULT_SIZE = (64, 64, 64)
+GENERATOR_VERSION = "2.0"
 
 LABEL_COLUMNS = (
     "patient_id", "study_uid", "accession_number", "label", "label_index", "location", "site",
@@ -34,9 +33,9 @@ class CohortStudy:
     patient_id: str
     study_uid: str
     accession_number: str
-    label: str  # one of CLASS_NAMES, "" when lesion-free
-    label_index: int  # index into CLASS_NAMES, -1 when lesion-free
-    location: str  # one of LOCATIONS, "none" when lesion-free
+    label: str  # one of the task's classes, "" when lesion-free
+    label_index: int  # index into the task's classes, -1 when lesion-free
+    location: str  # one of the task's locations, "none" when lesion-free
     site: str  # e.g. "left frontal lobe", "" when lesion-free
     has_lesion: bool
     lesion_volume_mm3: float

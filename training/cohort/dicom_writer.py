@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
-from training.cohort.shifts import Shift
+from radpair.training.cohort.shifts import Shift
 
 # LOINC 18748-4 "Diagnostic imaging report", DCM 121070 "Findings", DCM 121072 "Impressions".
 REPORT_TITLE = Code("18748-4", "LN", "Diagnostic imaging report")

@@ -22,16 +22,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from training.cohort import GENERATOR_VERSION, LABEL_COLUMNS, NO_LOCATION
-from training.cohort.dicom_writer import Geometry, StudyInfo, write_mask, write_mr_series, write_report_sr
-from training.cohort.lesions import FUSION_PRIOR, LOCATION_PRIOR, paint_lesion, sample_lesion
-from training.cohort.phantom import Head, bias_field, rician
-from training.cohort.reports import Measurement, lesion_report, normal_report, report_text
-from training.cohort.shifts import Shift
+from radpair.core.task import TaskDefinition
+from radpair.training.cohort import DEFAULT_SIZE, GENERATOR_VERSION, LABEL_COLUMNS, NO_LOCATION
+from radpair.training.cohort.dicom_writer import Geometry, StudyInfo, write_mask, write_mr_series, write_report_sr
+from radpair.training.cohort.lesions import paint_lesion, sample_lesion
+from radpair.training.cohort.phantom import Head, bias_field, rician
+from radpair.training.cohort.reports import Measurement, lesion_report, normal_report, report_text
+from radpair.training.cohort.shifts import Shift
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIZE = (64, 64, 64)
 _FAMILY = ("Tremblay", "Nguyen", "Okafor", "Silva", "Kowalski", "Haddad", "Chen", "Murphy", "Singh", "Rossi",
            "Lindqvist", "Mensah", "Novak", "Garcia", "Sato", "Fraser", "Dubois", "Ali", "Petrov", "Walker")
 _GIVEN = {"F": ("Ava", "Maya", "Zoe", "Amira", "Lea", "Nora", "Ines", "Sofia", "Chloe", "Yuna"),
@@ -46,6 +46,8 @@ class CohortSpec:
     n: int
     seed: int
     shift: Shift
+    # The task whose cases are drawn (its [cohort] section: locations, sites, class priors and looks).
+    task: TaskDefinition
     size: tuple[int, int, int] = DEFAULT_SIZE
     lesion_free_fraction: float = 0.1
 
@@ -97,7 +99,7 @@ def generate_study(spec: CohortSpec, index: int) -> tuple[dict, dict]:
     shift = spec.shift
     info = _study_info(spec, index, label_rng)
     has_lesion = label_rng.random() >= spec.lesion_free_fraction
-    lesion = sample_lesion(label_rng) if has_lesion else None
+    lesion = sample_lesion(label_rng, spec.task) if has_lesion else None
 
     geometry = Geometry.axial(spec.size, shift)
     points = geometry.points()
@@ -114,10 +116,12 @@ def generate_study(spec: CohortSpec, index: int) -> tuple[dict, dict]:
 
     voxel_mm3 = float(np.prod(geometry.spacing))
     volume_mm3 = float(mask.sum()) * voxel_mm3
+    leak_terms = spec.task.report.leak_terms
     if lesion is None:
-        sections = normal_report(shift.report_style, report_rng)
+        sections = normal_report(shift.report_style, report_rng, leak_terms)
     else:
-        sections = lesion_report(lesion, _measure(points, mask, geometry.spacing), volume_mm3, shift.report_style, report_rng)
+        sections = lesion_report(lesion, _measure(points, mask, geometry.spacing), volume_mm3, shift.report_style,
+                                 report_rng, leak_terms)
 
     folder = Path(info.patient_id) / info.accession
     root = spec.out / folder
@@ -165,7 +169,9 @@ def generate_cohort(spec: CohortSpec, workers: int = 2) -> dict:
     manifest = {
         "generator": "radpair cohort", "version": GENERATOR_VERSION, "seed": spec.seed, "n": spec.n,
         "size": list(spec.size), "lesion_free_fraction": spec.lesion_free_fraction, "shift": spec.shift.to_dict(),
-        "priors": {"location": LOCATION_PRIOR, "fusion_given_location": FUSION_PRIOR},
+        "task": spec.task.name,
+        "priors": {"location": {c.location: c.prior for c in spec.task.cohort.locations},
+                   "class_given_location": {c.name: c.prior for c in spec.task.cohort.classes}},
         "counts": {
             "studies": len(rows), "lesion_free": sum(1 for r in rows if not r["has_lesion"]),
             "label": {name: sum(1 for r in rows if r["label"] == name) for name in sorted({r["label"] for r in rows} - {""})},

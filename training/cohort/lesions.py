@@ -1,10 +1,10 @@
-"""Where a lesion is, which molecular-like class it has, and what it looks like.
+"""Where a lesion is, which of the task's classes it has, and what it looks like.
 
-Priors mirror paediatric low-grade glioma: BRAF fusion is mostly infratentorial (cerebellar,
-pilocytic-like: circumscribed, often cystic, larger), BRAF V600E mostly supratentorial
-(hemispheric: ill-defined margin, heterogeneous, less often cystic). Every appearance parameter
-is drawn from overlapping class-conditional distributions, so the class is learnable from the
-image but not separable: a good model gets a high, not perfect, AUC.
+The task's ``[cohort]`` section (:class:`radpair.core.task.CohortDef`) holds the disease model:
+how often each location is hit and at which of the phantom's sites, how common each class is at
+each location, and each class's appearance. Every appearance parameter is drawn from overlapping
+class-conditional distributions, so the class is learnable from the image but not separable: a
+good model gets a high, not perfect, AUC.
 """
 
 from __future__ import annotations
@@ -14,46 +14,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import map_coordinates
 
-from training.cohort import CLASS_NAMES, LOCATIONS
-from training.cohort.phantom import lerp, soft
-
-LOCATION_PRIOR = {"supratentorial": 0.50, "infratentorial": 0.35, "transtentorial": 0.15}
-# P(BRAF-fusion | location); the rest is BRAF-V600E.
-FUSION_PRIOR = {"supratentorial": 0.30, "infratentorial": 0.85, "transtentorial": 0.55}
-
-# Site -> (location, centre in the subject frame (mm), largest plausible radius (mm)).
-SITES: dict[str, tuple[str, tuple[float, float, float], float]] = {
-    "left frontal lobe": ("supratentorial", (28.0, -42.0, 26.0), 22.0),
-    "right frontal lobe": ("supratentorial", (-28.0, -42.0, 26.0), 22.0),
-    "left parietal lobe": ("supratentorial", (30.0, 22.0, 40.0), 20.0),
-    "right parietal lobe": ("supratentorial", (-30.0, 22.0, 40.0), 20.0),
-    "left temporal lobe": ("supratentorial", (44.0, -8.0, 2.0), 16.0),
-    "right temporal lobe": ("supratentorial", (-44.0, -8.0, 2.0), 16.0),
-    "left occipital lobe": ("supratentorial", (20.0, 62.0, 14.0), 16.0),
-    "right occipital lobe": ("supratentorial", (-20.0, 62.0, 14.0), 16.0),
-    "left thalamus": ("supratentorial", (11.0, 8.0, 5.0), 12.0),
-    "right thalamus": ("supratentorial", (-11.0, 8.0, 5.0), 12.0),
-    "suprasellar region": ("supratentorial", (0.0, -12.0, -2.0), 13.0),
-    "cerebellar vermis": ("infratentorial", (0.0, 44.0, -30.0), 18.0),
-    "left cerebellar hemisphere": ("infratentorial", (26.0, 46.0, -38.0), 18.0),
-    "right cerebellar hemisphere": ("infratentorial", (-26.0, 46.0, -38.0), 18.0),
-    "pons": ("infratentorial", (0.0, 10.0, -38.0), 10.0),
-    "medulla": ("infratentorial", (0.0, 12.0, -62.0), 8.0),
-    # Transtentorial sites sit on the tentorium (phantom.Head.tentorium), so the lesion crosses it.
-    "midbrain and left thalamus": ("transtentorial", (7.0, 10.0, -12.0), 15.0),
-    "midbrain and right thalamus": ("transtentorial", (-7.0, 10.0, -12.0), 15.0),
-    "tectal plate and superior vermis": ("transtentorial", (0.0, 24.0, -18.0), 15.0),
-    "left mesial temporal lobe and cerebellum": ("transtentorial", (24.0, 30.0, -22.0), 16.0),
-}
-# Within a location, sites are equally likely except where the disease has favourites.
-SITE_WEIGHT = {"cerebellar vermis": 2.0, "left cerebellar hemisphere": 1.5, "right cerebellar hemisphere": 1.5,
-               "left thalamus": 0.6, "right thalamus": 0.6}
+from radpair.core.task import TaskDefinition
+from radpair.training.cohort.phantom import SITES, lerp, soft
 
 
 @dataclass(frozen=True)
 class Lesion:
     label: str
+    label_index: int
     location: str
+    # How the report names the location (the task's phrase, e.g. "in the infratentorial compartment").
+    location_phrase: str
     site: str
     centre: np.ndarray  # subject frame, mm
     radius: float  # mm
@@ -66,29 +37,31 @@ class Lesion:
     intensity: float
 
     @property
-    def label_index(self) -> int:
-        return CLASS_NAMES.index(self.label)
+    def in_posterior_fossa(self) -> bool:
+        """Whether the lesion reaches below the tentorium (what a report's mass-effect lines depend on)."""
+        return SITES[self.site][0] != "supratentorial"
 
 
-def sample_lesion(rng: np.random.Generator) -> Lesion:
-    location = str(rng.choice(LOCATIONS, p=[LOCATION_PRIOR[name] for name in LOCATIONS]))
-    names = [name for name, (loc, _, _) in SITES.items() if loc == location]
-    weights = np.array([SITE_WEIGHT.get(name, 1.0) for name in names])
+def sample_lesion(rng: np.random.Generator, task: TaskDefinition) -> Lesion:
+    cohort = task.cohort
+    if not cohort.locations or not cohort.classes:
+        raise ValueError(f"task {task.name!r} has no [cohort] section: it says nothing about how its cases look")
+    priors = np.array([item.prior for item in cohort.locations], float)
+    where = cohort.locations[int(rng.choice(len(priors), p=priors / priors.sum()))]
+    names = list(where.sites)
+    weights = np.array([where.sites[name] for name in names], float)
     site = str(rng.choice(names, p=weights / weights.sum()))
-    fusion = rng.random() < FUSION_PRIOR[location]
+    frequency = np.array([c.prior.get(where.location, 0.0) for c in cohort.classes], float)
+    # One uniform draw against the cumulative class frequencies picks the class.
+    index = int(np.searchsorted(np.cumsum(frequency / frequency.sum()), rng.random(), side="right"))
+    index = min(index, len(frequency) - 1)
+    look = cohort.classes[index]
     _, centre, max_radius = SITES[site]
-    if fusion:
-        radius = rng.normal(16.0, 4.0)
-        margin = rng.lognormal(np.log(1.1), 0.45)
-        has_cyst = rng.random() < 0.65
-        heterogeneity = rng.lognormal(np.log(0.05), 0.5)
-        lobe_amplitude = rng.uniform(0.0, 0.18)
-    else:
-        radius = rng.normal(13.0, 4.0)
-        margin = rng.lognormal(np.log(2.6), 0.4)
-        has_cyst = rng.random() < 0.25
-        heterogeneity = rng.lognormal(np.log(0.12), 0.5)
-        lobe_amplitude = rng.uniform(0.08, 0.32)
+    radius = rng.normal(*look.radius_mm)
+    margin = rng.lognormal(np.log(look.margin_mm[0]), look.margin_mm[1])
+    has_cyst = rng.random() < look.cyst
+    heterogeneity = rng.lognormal(np.log(look.heterogeneity[0]), look.heterogeneity[1])
+    lobe_amplitude = rng.uniform(*look.lobulation)
     radius = float(np.clip(radius, 6.0, max_radius))
     lobes = rng.normal(size=(3, 3))
     cyst = None
@@ -97,8 +70,10 @@ def sample_lesion(rng: np.random.Generator) -> Lesion:
         cyst_radius = radius * rng.uniform(0.35, 0.65)
         cyst = ((direction / np.linalg.norm(direction) * (radius - cyst_radius) * rng.uniform(0.2, 0.8)).astype(np.float32), float(cyst_radius))
     return Lesion(
-        label=CLASS_NAMES[0] if fusion else CLASS_NAMES[1],
-        location=location,
+        label=look.name,
+        label_index=index,
+        location=where.location,
+        location_phrase=where.phrase,
         site=site,
         centre=(np.array(centre) + rng.normal(0.0, 3.0, 3)).astype(np.float32),
         radius=radius,

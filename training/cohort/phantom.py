@@ -14,6 +14,32 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit
 
+# The phantom's atlas of lesion sites: name -> (compartment, centre in the subject frame (mm),
+# largest plausible radius (mm)). A task's cohort section picks its locations' sites from here.
+SITES: dict[str, tuple[str, tuple[float, float, float], float]] = {
+    "left frontal lobe": ("supratentorial", (28.0, -42.0, 26.0), 22.0),
+    "right frontal lobe": ("supratentorial", (-28.0, -42.0, 26.0), 22.0),
+    "left parietal lobe": ("supratentorial", (30.0, 22.0, 40.0), 20.0),
+    "right parietal lobe": ("supratentorial", (-30.0, 22.0, 40.0), 20.0),
+    "left temporal lobe": ("supratentorial", (44.0, -8.0, 2.0), 16.0),
+    "right temporal lobe": ("supratentorial", (-44.0, -8.0, 2.0), 16.0),
+    "left occipital lobe": ("supratentorial", (20.0, 62.0, 14.0), 16.0),
+    "right occipital lobe": ("supratentorial", (-20.0, 62.0, 14.0), 16.0),
+    "left thalamus": ("supratentorial", (11.0, 8.0, 5.0), 12.0),
+    "right thalamus": ("supratentorial", (-11.0, 8.0, 5.0), 12.0),
+    "suprasellar region": ("supratentorial", (0.0, -12.0, -2.0), 13.0),
+    "cerebellar vermis": ("infratentorial", (0.0, 44.0, -30.0), 18.0),
+    "left cerebellar hemisphere": ("infratentorial", (26.0, 46.0, -38.0), 18.0),
+    "right cerebellar hemisphere": ("infratentorial", (-26.0, 46.0, -38.0), 18.0),
+    "pons": ("infratentorial", (0.0, 10.0, -38.0), 10.0),
+    "medulla": ("infratentorial", (0.0, 12.0, -62.0), 8.0),
+    # Transtentorial sites sit on the tentorium (Head.tentorium), so the lesion crosses it.
+    "midbrain and left thalamus": ("transtentorial", (7.0, 10.0, -12.0), 15.0),
+    "midbrain and right thalamus": ("transtentorial", (-7.0, 10.0, -12.0), 15.0),
+    "tectal plate and superior vermis": ("transtentorial", (0.0, 24.0, -18.0), 15.0),
+    "left mesial temporal lobe and cerebellum": ("transtentorial", (24.0, 30.0, -22.0), 16.0),
+}
+
 # FLAIR-like relative intensities: CSF suppressed, grey matter a little brighter than white.
 CSF, WM, GM, SCALP, BONE, SKULL_BASE, BRAINSTEM = 0.05, 0.46, 0.66, 0.55, 0.04, 0.18, 0.52
 

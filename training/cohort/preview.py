@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from monai.data import PydicomReader  # noqa: E402
 from monai.transforms import LoadImage  # noqa: E402
 
-from training.cohort import CohortStudy, read_cohort  # noqa: E402
+from radpair.training.cohort import CohortStudy, read_cohort  # noqa: E402
 
 
 def _slices(study: CohortStudy) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -1,9 +1,9 @@
 """A small grammar of brain MRI reports: Findings and Impression in varied wording.
 
-A report describes what a radiologist sees — compartment, site, size (measured from the mask),
+A report describes what a radiologist sees — location, site, size (measured from the mask),
 margin, cystic change, signal heterogeneity, mass effect — with synonyms, shuffled sentence
-order, hedging, negations, abbreviations and the occasional typo. It never names the molecular
-class (``LEAK_TERMS``): that is the label a model must learn from the image. Two template
+order, hedging, negations, abbreviations and the occasional typo. It never names the class (the
+task's leak terms): that is the label a model must learn from the image. Two template
 families exist: ``standard`` and ``narrative`` (the ``report-style`` shift: other phrasing,
 centimetres, numbered impression).
 """
@@ -16,10 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from training.cohort.lesions import Lesion
-
-LEAK_TERMS = ("braf", "fusion", "v600e", "v600", "mutation", "mutant")
-_LEAK = re.compile("|".join(LEAK_TERMS), re.IGNORECASE)
+from radpair.training.cohort.lesions import Lesion
 
 
 @dataclass(frozen=True)
@@ -110,12 +107,12 @@ def _typo(text: str, rng: np.random.Generator) -> str:
 
 
 def lesion_report(lesion: Lesion, size: Measurement, volume_mm3: float, style: str,
-                  rng: np.random.Generator) -> dict[str, str]:
+                  rng: np.random.Generator, leak_terms: Sequence[str]) -> dict[str, str]:
     margin, signal, cystic = _appearance(lesion)
     noun = _pick(rng, _LESION_NOUN[style])
     head_noun = _pick(rng, _HEAD_NOUN[style])
     site = _site_text(lesion.site, rng)
-    compartment = f" in the {lesion.location} compartment" if rng.random() < 0.8 else ""
+    compartment = f" {lesion.location_phrase}" if rng.random() < 0.8 and lesion.location_phrase else ""
     lead = _pick(rng, ("There is a", "A", "Redemonstrated is a", "Noted is a") if style == "standard"
                  else ("Seen is a", "Imaging shows a", "Present is a"))
     adjective = _pick(rng, _MARGIN[style][margin])
@@ -130,7 +127,7 @@ def lesion_report(lesion: Lesion, size: Measurement, volume_mm3: float, style: s
         (f"The {head_noun} is seen {_pick(rng, _CYST[style])}." if cystic else _pick(rng, _NO_CYST[style])),
     ]
     large = size.anteroposterior * size.transverse * size.craniocaudal > 30000
-    if lesion.location != "supratentorial":
+    if lesion.in_posterior_fossa:
         details.append("There is mild effacement of the fourth ventricle." if large
                        else _pick(rng, ("The fourth ventricle is patent.", "No effacement of the 4th ventricle.")))
         details.append(_pick(rng, ("Mild obstructive hydrocephalus.", "Mild ventriculomegaly, likely obstructive."))
@@ -149,14 +146,14 @@ def lesion_report(lesion: Lesion, size: Measurement, volume_mm3: float, style: s
                                         if rng.random() < 0.6 else [])
     hedge = _pick(rng, ("most consistent with", "likely representing", "suggestive of", "in keeping with", "favoured to represent"))
     neoplasm = _pick(rng, ("a low-grade glial neoplasm", "a low-grade glioma", "a low-grade glial tumour"))
-    if cystic and lesion.location != "supratentorial" and margin != "ill-defined":
+    if cystic and lesion.in_posterior_fossa and margin != "ill-defined":
         differential = "pilocytic astrocytoma is a leading consideration"
-    elif lesion.location == "supratentorial" and cystic:
+    elif not lesion.in_posterior_fossa and cystic:
         differential = "differential includes ganglioglioma and pleomorphic xanthoastrocytoma"
     else:
         differential = _pick(rng, ("differential includes pilocytic astrocytoma", "differential includes diffuse low-grade glioma",
                                    "a glioneuronal tumour is less likely"))
-    where = _pick(rng, (f"{lesion.location} {head_noun}", f"{head_noun} of the {lesion.site}"))
+    where = _pick(rng, (f"{lesion.location.replace('-', ' ')} {head_noun}", f"{head_noun} of the {lesion.site}"))
     if style == "narrative":
         impression = [f"1. {where.capitalize()}, {hedge} {neoplasm}; {differential}.",
                       "2. " + _pick(rng, ("Tissue sampling suggested.", "Correlation with histopathology advised.",
@@ -169,10 +166,10 @@ def lesion_report(lesion: Lesion, size: Measurement, volume_mm3: float, style: s
             impression.append(_pick(rng, ("Recommend correlation with contrast-enhanced imaging.", "Neurosurgical correlation advised.")))
         text_impression = " ".join(impression)
     sections = {"Findings": " ".join(findings), "Impression": text_impression}
-    return _finish(sections, rng)
+    return _finish(sections, rng, leak_terms)
 
 
-def normal_report(style: str, rng: np.random.Generator) -> dict[str, str]:
+def normal_report(style: str, rng: np.random.Generator, leak_terms: Sequence[str]) -> dict[str, str]:
     background = list(rng.choice(_NORMAL_FINDINGS[style], size=int(rng.integers(3, 6)), replace=False))
     negations = ["No focal parenchymal signal abnormality.", _pick(rng, ("No hydrocephalus.", "No evidence of hydrocephalus.")),
                  _pick(rng, ("No intracranial mass lesion.", "No mass or mass effect."))]
@@ -181,14 +178,15 @@ def normal_report(style: str, rng: np.random.Generator) -> dict[str, str]:
     impression = (_pick(rng, ("1. Normal MRI of the brain.", "1. No intracranial abnormality demonstrated."))
                   if style == "narrative" else _pick(rng, ("Normal MRI brain.", "No acute or focal intracranial abnormality.",
                                                            "Unremarkable MRI of the brain; no mass lesion.")))
-    return _finish({"Findings": " ".join(findings), "Impression": impression}, rng)
+    return _finish({"Findings": " ".join(findings), "Impression": impression}, rng, leak_terms)
 
 
-def _finish(sections: dict[str, str], rng: np.random.Generator) -> dict[str, str]:
+def _finish(sections: dict[str, str], rng: np.random.Generator, leak_terms: Sequence[str]) -> dict[str, str]:
     if rng.random() < 0.12:
         sections["Findings"] = _typo(sections["Findings"], rng)
+    leak = re.compile("|".join(re.escape(t) for t in leak_terms), re.IGNORECASE) if leak_terms else None
     for text in sections.values():
-        if _LEAK.search(text):
+        if leak is not None and leak.search(text):
             raise AssertionError(f"report grammar produced a class term: {text!r}")
     return sections
 

@@ -1,0 +1,92 @@
+"""``radpair serve``: the long-running service, and the composition root that wires it together.
+
+The service is a list of components sharing one settings object, one database engine and one
+APScheduler BackgroundScheduler. Each component has ``start(scheduler)`` and ``stop()``. This is
+the one place where the layers meet: the pipeline gets its model gateway (Triton's, unless
+``triton.mode = "off"``) here, and nothing else imports this module.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from typing import TYPE_CHECKING, Protocol
+
+from radpair.cli.options import add_settings_options, settings_from_args
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.base import BaseScheduler
+    from sqlalchemy import Engine
+
+    from radpair.core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Component(Protocol):
+    name: str
+
+    def start(self, scheduler: BaseScheduler) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def build_components(settings: Settings, engine: Engine) -> list[Component]:
+    """Started in this order, stopped in reverse: the listener takes studies while the embedded
+    Triton loads its models, and the pipeline's workers stop before the server they call."""
+    from radpair.listener.server import ListenerService
+    from radpair.pipeline.service import PipelineService
+    from radpair.retrain.schedule import RetrainService
+    from radpair.serving.gateway import TritonGateway
+    from radpair.serving.server import TritonService
+
+    models = TritonGateway(settings) if settings.triton.mode != "off" else None
+    return [ListenerService(settings, engine), TritonService(settings), PipelineService(settings, engine, models),
+            RetrainService(settings, engine)]
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the DICOM listener and the scheduler until SIGTERM/SIGINT")
+    add_settings_options(p)
+    p.add_argument("--port", type=int, metavar="N", help="listener port (overrides listener.port; 0 = any free)")
+    p.add_argument("--ae-title", metavar="AET", help="listener AE title (overrides listener.ae_title)")
+    p.set_defaults(func=serve)
+
+
+def serve(args: argparse.Namespace) -> int:
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from radpair.core.db import make_engine, upgrade
+
+    settings = settings_from_args(args, **{"listener.port": args.port, "listener.ae_title": args.ae_title})
+    logging.getLogger().setLevel(settings.log_level.upper())
+    # pynetdicom logs every request, APScheduler every job run and highdicom every module it copies
+    # at INFO; radpair logs one line per association, per study state change and per job instead.
+    for noisy in ("pynetdicom", "apscheduler", "highdicom"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    engine = make_engine(settings.database_url, echo=settings.database.echo)
+    upgrade(engine)
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda num, _frame: (log.info("%s received: stopping", signal.Signals(num).name),
+                                                   stop_requested.set()))
+    scheduler = BackgroundScheduler(timezone="UTC")
+    started: list[Component] = []
+    try:
+        for component in build_components(settings, engine):
+            component.start(scheduler)
+            started.append(component)
+        scheduler.start()
+        log.info("radpair serving (%s); data in %s, database %s", ", ".join(c.name for c in started),
+                 settings.data_dir.resolve(), engine.url.render_as_string(hide_password=True))
+        stop_requested.wait()
+    finally:
+        if scheduler.running:
+            scheduler.shutdown(wait=True)
+        for component in reversed(started):
+            component.stop()
+        engine.dispose()
+        log.info("radpair stopped")
+    return 0

@@ -1,0 +1,1 @@
+"""The model repository shipped with radpair (Triton's layout; data only, found as package data)."""
