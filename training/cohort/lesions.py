@@ -15,7 +15,7 @@ import numpy as np
 from scipy.ndimage import map_coordinates
 
 from radpair.core.task import TaskDefinition
-from radpair.training.cohort.phantom import SITES, lerp, soft
+from radpair.training.cohort.phantom import SITES, lerp, reaches_posterior_fossa, soft
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class Lesion:
     label: str
     label_index: int
     location: str
-    # How the report names the location (the task's phrase, e.g. "in the infratentorial compartment").
+    # How the report names the location (the task's phrase for it).
     location_phrase: str
     site: str
     centre: np.ndarray  # subject frame, mm
@@ -39,7 +39,7 @@ class Lesion:
     @property
     def in_posterior_fossa(self) -> bool:
         """Whether the lesion reaches below the tentorium (what a report's mass-effect lines depend on)."""
-        return SITES[self.site][0] != "supratentorial"
+        return reaches_posterior_fossa(self.site)
 
 
 def sample_lesion(rng: np.random.Generator, task: TaskDefinition) -> Lesion:

@@ -40,6 +40,12 @@ SITES: dict[str, tuple[str, tuple[float, float, float], float]] = {
     "left mesial temporal lobe and cerebellum": ("transtentorial", (24.0, 30.0, -22.0), 16.0),
 }
 
+
+def reaches_posterior_fossa(site: str) -> bool:
+    """Whether a lesion at ``site`` reaches below the tentorium (infra- or transtentorial)."""
+    return SITES[site][0] != "supratentorial"
+
+
 # FLAIR-like relative intensities: CSF suppressed, grey matter a little brighter than white.
 CSF, WM, GM, SCALP, BONE, SKULL_BASE, BRAINSTEM = 0.05, 0.46, 0.66, 0.55, 0.04, 0.18, 0.52
 
