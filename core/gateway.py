@@ -11,15 +11,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from radpair.core.model_card import OperatingPoints
 from radpair.core.preprocess import PreprocessParams
 
 
 @dataclass(frozen=True)
 class ServingModel:
-    """The version the model server serves now, with what it needs: its preprocessing and classes.
+    """The version the model server serves now, with what it needs: its preprocessing, classes,
+    operating points and validation figures (from its model card).
 
     ``infer`` takes a float32 ``[B, 1, D, H, W]`` batch and returns an object with
-    ``probabilities`` ``[B, C]``, ``attention`` ``[B, D, H, W]`` and ``model_version``.
+    ``probabilities`` ``[B, C]``, ``lesion`` ``[B, 1]``, ``attention`` ``[B, D, H, W]`` and
+    ``model_version``.
     """
 
     name: str
@@ -27,6 +30,9 @@ class ServingModel:
     params: PreprocessParams
     class_names: tuple[str, ...]
     infer: Callable[[Any], Any]
+    operating: OperatingPoints = OperatingPoints()
+    # One line per validation set, stated in every SR (:func:`radpair.core.model_card.validation_figures`).
+    validation: tuple[str, ...] = ()
 
 
 class ModelGateway(Protocol):

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
@@ -22,7 +24,12 @@ import torch
 from monai import transforms as mt
 from monai.data import MetaTensor, PydicomReader
 
-Normalisation = Literal["zscore", "percentile"]
+# MONAI builds every reader it knows for each LoadImage, and its optional GPU decoder reader
+# (nvImageCodec) warns, twice, that it is not installed; radpair decodes with pydicom.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="NvImgCodecPydicomReader", category=UserWarning)
+
+Normalisation = Literal["head_zscore", "zscore", "percentile"]
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,12 @@ class PreprocessParams:
     spacing: tuple[float, float, float] = (3.0, 3.0, 3.0)
     spatial_size: tuple[int, int, int] = (64, 64, 64)
     orientation: str = "RAS"
-    # "zscore": mean/std over non-zero voxels (background stays 0); "percentile": map the
-    # [lower, upper] percentiles to [0, 1] and clip. Both ignore the scanner's intensity scale.
-    normalisation: Normalisation = "zscore"
+    # "head_zscore": mean/std over the head (voxels above the Otsu threshold), so neither the
+    # scanner's intensity scale nor how much noisy air the field of view holds moves the brain's
+    # values; "zscore": mean/std over non-zero voxels (an MR background is noise, not zero, so a
+    # larger field of view shifts every value); "percentile": map the [lower, upper] percentiles
+    # to [0, 1] and clip.
+    normalisation: Normalisation = "head_zscore"
     lower_percentile: float = 1.0
     upper_percentile: float = 99.0
 
@@ -46,8 +56,8 @@ class PreprocessParams:
             raise ValueError(f"spacing must be three positive numbers, got {self.spacing}")
         if len(self.spatial_size) != 3 or min(self.spatial_size) <= 0:
             raise ValueError(f"spatial_size must be three positive integers, got {self.spatial_size}")
-        if self.normalisation not in ("zscore", "percentile"):
-            raise ValueError(f"normalisation must be 'zscore' or 'percentile', got {self.normalisation!r}")
+        if self.normalisation not in ("head_zscore", "zscore", "percentile"):
+            raise ValueError(f"normalisation must be 'head_zscore', 'zscore' or 'percentile', got {self.normalisation!r}")
         if not 0 <= self.lower_percentile < self.upper_percentile <= 100:
             raise ValueError("percentiles must satisfy 0 <= lower_percentile < upper_percentile <= 100")
 
@@ -74,18 +84,21 @@ def _steps(params: PreprocessParams, image_key: str | None, mask_keys: Sequence[
     """The transform list, as array transforms (``image_key`` None) or dictionary transforms.
 
     One definition for both forms so training (image + masks) and inference (image only) cannot
-    drift apart. Intensities are normalised on the source voxels, before resampling and padding,
-    so the statistics do not depend on how much of the field of view is padding. Masks use
-    nearest-neighbour resampling and are not intensity-normalised.
+    drift apart. The non-zero z-score and the percentiles are taken on the source voxels, before
+    resampling and padding, so they do not depend on how much of the field of view is padding; the
+    head z-score comes last, where its statistics (head voxels only) ignore the padding and the
+    padding lands where the air does. Masks use nearest-neighbour resampling and are not
+    intensity-normalised.
     """
+    late = params.normalisation == "head_zscore"
     if image_key is None:
+        spatial = [mt.Orientation(axcodes=params.orientation), mt.Spacing(pixdim=params.spacing, mode="bilinear"),
+                   mt.ResizeWithPadOrCrop(spatial_size=params.spatial_size)]
+        normaliser = [_normaliser(params, None)]
         return [
             mt.LoadImage(reader=PydicomReader(), image_only=True),
             mt.EnsureChannelFirst(),
-            _normaliser(params, None),
-            mt.Orientation(axcodes=params.orientation),
-            mt.Spacing(pixdim=params.spacing, mode="bilinear"),
-            mt.ResizeWithPadOrCrop(spatial_size=params.spatial_size),
+            *(spatial + normaliser if late else normaliser + spatial),
             mt.EnsureType(data_type="tensor", dtype=torch.float32),
         ]
     keys = [image_key, *mask_keys]
@@ -93,18 +106,44 @@ def _steps(params: PreprocessParams, image_key: str | None, mask_keys: Sequence[
     steps: list = [mt.LoadImaged(keys=image_key, reader=PydicomReader(), image_only=True)]
     if mask_keys:
         steps.append(mt.LoadImaged(keys=list(mask_keys), image_only=True))
+    spatial = [mt.Orientationd(keys=keys, axcodes=params.orientation),
+               mt.Spacingd(keys=keys, pixdim=params.spacing, mode=modes),
+               mt.ResizeWithPadOrCropd(keys=keys, spatial_size=params.spatial_size)]
+    normaliser = [_normaliser(params, image_key)]
     steps += [
         mt.EnsureChannelFirstd(keys=keys),
-        _normaliser(params, image_key),
-        mt.Orientationd(keys=keys, axcodes=params.orientation),
-        mt.Spacingd(keys=keys, pixdim=params.spacing, mode=modes),
-        mt.ResizeWithPadOrCropd(keys=keys, spatial_size=params.spatial_size),
+        *(spatial + normaliser if late else normaliser + spatial),
         mt.EnsureTyped(keys=keys, data_type="tensor", dtype=torch.float32),
     ]
     return steps
 
 
+class HeadNormalize(mt.Transform):
+    """Z-score an image on its head voxels (above the Otsu threshold); the air keeps its offset."""
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+
+        values = np.asarray(img.detach().cpu(), dtype=np.float64)
+        head = values > _otsu(values)
+        if head.sum() < 2:
+            return img
+        return (img - float(values[head].mean())) / max(float(values[head].std()), 1e-8)
+
+
+class HeadNormalized(mt.MapTransform):
+    """Dictionary form of :class:`HeadNormalize`."""
+
+    def __call__(self, data: dict) -> dict:
+        out = dict(data)
+        for key in self.key_iterator(out):
+            out[key] = HeadNormalize()(out[key])
+        return out
+
+
 def _normaliser(params: PreprocessParams, key: str | None) -> mt.Transform:
+    if params.normalisation == "head_zscore":
+        return HeadNormalize() if key is None else HeadNormalized(keys=key)
     if params.normalisation == "zscore":
         if key is None:
             return mt.NormalizeIntensity(nonzero=True, channel_wise=True)
@@ -155,3 +194,49 @@ def _with_mode(op: dict, mode: str) -> dict:
     if isinstance(extra, dict) and "mode" in extra:
         op["extra_info"] = {**extra, "mode": mode}
     return op
+
+
+# Scalp and skull are about this thick: the brain lies at least this deep inside the head.
+BRAIN_EROSION_MM = 10.0
+
+
+def brain_mask(volume: Any, spacing: Sequence[float], erosion_mm: float = BRAIN_EROSION_MM) -> Any:
+    """Where the brain can be in a head volume ``[D, H, W]``: the head (Otsu foreground, closed,
+    holes filled, largest component) minus its outer ``erosion_mm``. Training scores attention
+    inside it and the pipeline's overlay is restricted to it, both on the preprocessed grid."""
+    import numpy as np
+    from scipy import ndimage
+
+    v = np.asarray(volume, dtype=np.float64)
+    head = v > _otsu(v)
+    head = ndimage.binary_fill_holes(ndimage.binary_closing(head, iterations=2))
+    labels, count = ndimage.label(head)
+    if count == 0:
+        return np.zeros(v.shape, dtype=bool)
+    head = labels == (int(np.argmax(np.bincount(labels.ravel())[1:])) + 1)
+    brain = ndimage.distance_transform_edt(head, sampling=tuple(float(s) for s in spacing)) > erosion_mm
+    # Too small to have a skull this thick (a phantom, a partial field of view): the head itself.
+    return brain if brain.any() else head
+
+
+def overlay_map(attention: Any, brain: Any) -> Any:
+    """The attention inside the ``brain`` mask, scaled so its maximum there is 1 (0 outside): the
+    overlay the pipeline thresholds and training scores, on the preprocessed grid."""
+    import numpy as np
+
+    inside = np.where(brain, np.asarray(attention, dtype=np.float32), 0.0)
+    peak = float(inside.max())
+    return inside / peak if peak > 0 else inside
+
+
+def _otsu(values: Any, bins: int = 256) -> float:
+    """The threshold that best splits ``values`` into two classes (Otsu's between-class variance)."""
+    import numpy as np
+
+    hist, edges = np.histogram(values, bins=bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight = np.cumsum(hist)
+    mean = np.cumsum(hist * centres)
+    total, total_mean = weight[-1], mean[-1]
+    between = (total_mean * weight - mean * total) ** 2 / np.maximum(weight * (total - weight), 1e-12)
+    return float(centres[int(np.argmax(between[:-1]))])

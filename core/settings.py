@@ -128,8 +128,6 @@ class PipelineSettings:
     max_attempts: int = 5
     backoff_base: float = 2.0
     backoff_max: float = 300.0
-    # Attention (scaled to its maximum) at or above this is the SEG's region.
-    attention_threshold: float = 0.5
     # Also send a burned-in Secondary Capture key image (labelled NOT FOR DIAGNOSIS).
     secondary_capture: bool = False
     algorithm_name: str = "radpair"
@@ -248,8 +246,6 @@ def _check_pipeline(p: PipelineSettings) -> None:
         raise ConfigError("settings key 'pipeline.max_attempts' must be >= 1")
     if p.heartbeat_interval >= p.lease_seconds:
         raise ConfigError("settings key 'pipeline.heartbeat_interval' must be < 'pipeline.lease_seconds'")
-    if not 0 < p.attention_threshold <= 1:
-        raise ConfigError("settings key 'pipeline.attention_threshold' must be in (0, 1]")
     names = [d.name for d in p.destinations]
     for i, dest in enumerate(p.destinations):
         if names.count(dest.name) > 1:

@@ -78,6 +78,8 @@ class FindingDef:
     site: CodeDef = CodeDef("12738006", "SCT", "Brain")
     # The concept the predicted class is reported under (SR qualitative evaluation).
     class_concept: CodeDef = CodeDef("RP100", "99RADPAIR", "Predicted class")
+    # The label (in a labels file, a cohort's labels.csv) of a study known to have no such finding.
+    absent_label: str = "none"
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,15 @@ class TaskDefinition:
     @property
     def location_names(self) -> tuple[str, ...]:
         return tuple(location.name for location in self.locations)
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every label a labels file may hold: the classes, and the finding's absence."""
+        return (*self.class_names, self.finding.absent_label)
+
+    def lesion_of(self, label: str) -> int:
+        """1 for a class label (a lesion of that class), 0 for the absent label, -1 unknown."""
+        return 1 if label in self.class_names else 0 if label == self.finding.absent_label else -1
 
     def class_index(self, name: str) -> int:
         """The class's position (its output of the model), -1 for a name the task lacks."""

@@ -1,5 +1,10 @@
 """The inference job: one stable study generation → routed series → model → SEG, PM, SR → outbox.
 
+The model says whether there is a lesion (at its card's lesion threshold). A lesion study gets the
+SEG of the overlay (attention inside the brain at the card's overlay threshold), the parametric
+map, the SR with the predicted class, and optionally a key image; a lesion-free study gets the SR
+alone, saying that no lesion was found, with no class and no region.
+
 Results are written to the instance store and recorded (with their delivery jobs) in one
 transaction, so what the outbox sends is always a file that exists, and a retried delivery sends
 the very same SOP Instance UIDs. UIDs are derived from (study, generation, object kind, model
@@ -30,9 +35,9 @@ from radpair.core.gateway import ModelGateway
 from radpair.core.models import Delivery, Instance, Job, Result, Series, Study, StudyState
 from radpair.core.settings import Settings
 from radpair.core.store import InstanceStore
-from radpair.pipeline.inference import predict
+from radpair.pipeline.inference import Prediction, predict
 from radpair.pipeline.jobs import ClaimedJob, Skip, enqueue
-from radpair.pipeline.results import Provenance, headers
+from radpair.pipeline.results import Finding, Provenance, headers
 from radpair.pipeline.results.pmap import build_parametric_map
 from radpair.pipeline.results.sc import build_key_image
 from radpair.pipeline.results.seg import build_seg
@@ -111,29 +116,33 @@ class StudyAnalysis:
         timings.update(prediction.timings)
 
         start = time.perf_counter()
-        prov = Provenance(self.settings.pipeline.algorithm_name, model.name, prediction.model_version)
+        operating = model.operating
+        prov = Provenance(self.settings.pipeline.algorithm_name, model.name, prediction.model_version,
+                          parameters=(*model.validation, f"operating points: lesion probability >= "
+                                      f"{operating.lesion_threshold:g}, overlay >= {operating.attention_threshold:g}"))
+        finding = _finding(prediction, operating.lesion_threshold)
 
         def uids(kind: str) -> tuple[str, str]:
             return (result_uid(study_uid, job.generation, kind, prov.model_version, "series"),
                     result_uid(study_uid, job.generation, kind, prov.model_version, "instance"))
 
-        mask = prediction.attention >= self.settings.pipeline.attention_threshold * max(
-            float(prediction.attention.max()), 1e-6)
         source_headers = headers(source)
-        seg = build_seg(source_headers, mask, task, prov, *uids("seg"), SERIES_NUMBERS["seg"])
-        objects: dict[str, Dataset] = {
-            "seg": seg,
-            "pm": build_parametric_map(source_headers, prediction.attention, task, prov, *uids("pm"),
-                                       SERIES_NUMBERS["pm"]),
-        }
+        objects: dict[str, Dataset] = {}
+        seg, library = None, source_headers[len(source_headers) // 2:len(source_headers) // 2 + 1]
+        if finding.present:
+            mask = prediction.attention >= operating.attention_threshold
+            seg = build_seg(source_headers, mask, task, prov, *uids("seg"), SERIES_NUMBERS["seg"])
+            objects["seg"] = seg
+            objects["pm"] = build_parametric_map(source_headers, prediction.attention, task, prov, *uids("pm"),
+                                                 SERIES_NUMBERS["pm"])
+            library = [source_headers[i] for i in _key_slices(mask, prediction.attention)]
         objects["sr"] = build_sr(
-            source_headers, headers([seg])[0], task, prediction.predicted_class, prediction.probability,
+            source_headers, headers([seg])[0] if seg is not None else None, task, finding,
             task.location_of(decision.inputs.report), prov, *uids("sr"), SERIES_NUMBERS["sr"],
             tracking_uid=result_uid(study_uid, job.generation, "sr", prov.model_version, "tracking"),
-            library=[source_headers[i] for i in _key_slices(mask, prediction.attention)],
-            previous_versions=headers(self._previous_srs(job.study_pk)),
+            library=library, previous_versions=headers(self._previous_srs(job.study_pk)),
         )
-        if self.settings.pipeline.secondary_capture:
+        if self.settings.pipeline.secondary_capture and finding.present:
             objects["sc"] = build_key_image(source, prediction.attention, prediction.predicted_class,
                                             prediction.probability, prov, *uids("sc"), SERIES_NUMBERS["sc"])
         timings["build"] = time.perf_counter() - start
@@ -142,13 +151,15 @@ class StudyAnalysis:
         written = {kind: self._write(ds) for kind, ds in objects.items()}
         timings["write"] = time.perf_counter() - start
         check_lease()
-        destinations = self._record(job, prediction, prov, decision.rule.destinations, objects, written,
-                                    source[0].SeriesInstanceUID)
-        log.info("study %s gen %d: %s p=%.3f (model %s v%s, series %s) -> %s; %s",
-                 study_uid, job.generation, prediction.predicted_class, prediction.probability, model.name,
+        outcome = (f"{prediction.predicted_class} p={prediction.probability:.3f}" if finding.present
+                   else f"no {task.finding.name}")
+        destinations = self._record(job, finding, task.finding.absent_label, prov, decision.rule.destinations,
+                                    objects, written, source[0].SeriesInstanceUID)
+        log.info("study %s gen %d: %s (%s probability %.3f; model %s v%s, series %s) -> %s; %s",
+                 study_uid, job.generation, outcome, task.finding.name, finding.lesion_probability, model.name,
                  prov.model_version, source[0].SeriesInstanceUID, ", ".join(destinations) or "archive only",
                  " ".join(f"{k}={v:.2f}s" for k, v in timings.items()))
-        return f"{prediction.predicted_class} p={prediction.probability:.3f} v{prov.model_version}"
+        return f"{outcome} ({task.finding.name} p={finding.lesion_probability:.3f}) v{prov.model_version}"
 
     def _write(self, ds: Dataset) -> str:
         relative = self.store.relative_path(ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
@@ -164,8 +175,13 @@ class StudyAnalysis:
             return [pydicom.dcmread(self.store.absolute(p)) for p in paths
                     if self.store.absolute(p).is_file()]
 
-    def _record(self, job: ClaimedJob, prediction: Any, prov: Provenance, destinations: Sequence[str],
-                objects: dict[str, Dataset], written: dict[str, str], source_series_uid: str) -> list[str]:
+    def _record(self, job: ClaimedJob, finding: Finding, absent_label: str, prov: Provenance,
+                destinations: Sequence[str], objects: dict[str, Dataset], written: dict[str, str],
+                source_series_uid: str) -> list[str]:
+        """The results and their deliveries, in one transaction. A study without the finding is
+        recorded as the task's absent label with the probability of absence."""
+        predicted, probability = ((finding.predicted_class, finding.class_probability) if finding.present
+                                  else (absent_label, 1.0 - finding.lesion_probability))
         with self.sessions.begin() as session:
             rows = {}
             for kind, ds in objects.items():
@@ -174,7 +190,7 @@ class StudyAnalysis:
                     sop_instance_uid=ds.SOPInstanceUID, sop_class_uid=ds.SOPClassUID,
                     series_uid=ds.SeriesInstanceUID, source_series_uid=source_series_uid, path=written[kind],
                     model_name=prov.model_name, model_version=prov.model_version,
-                    predicted_class=prediction.predicted_class, probability=prediction.probability,
+                    predicted_class=predicted, probability=probability,
                 )
                 session.add(rows[kind])
             session.flush()
@@ -207,6 +223,13 @@ def _skip_if_unchanged(session: Session, study_pk: int, series: Series) -> None:
         Instance.series_pk == series.id, Instance.received_at > current.created_at).limit(1))
     if newer is None:
         raise Skip(f"series {series.series_uid} unchanged since generation {current.generation}'s result")
+
+
+def _finding(prediction: Prediction, lesion_threshold: float) -> Finding:
+    """The model's answer at its operating point: a class only when a lesion is found."""
+    if prediction.lesion_probability >= lesion_threshold:
+        return Finding(True, prediction.lesion_probability, prediction.predicted_class, prediction.probability)
+    return Finding(False, prediction.lesion_probability)
 
 
 def _key_slices(mask: np.ndarray, attention: np.ndarray) -> list[int]:

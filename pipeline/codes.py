@@ -19,6 +19,7 @@ SCHEME_NAME = "radpair private codes"
 ORGANIZATION = "radpair project"
 
 CLASS_PROBABILITY = Code("RP101", SCHEME, "Probability of predicted class")
+LESION_PROBABILITY = Code("RP104", SCHEME, "Probability of finding presence")
 ATTENTION_REGION = Code("RP102", SCHEME, "Model attention region")
 ATTENTION_MAP = Code("RP103", SCHEME, "Model attention")
 

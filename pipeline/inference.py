@@ -1,8 +1,9 @@
-"""One series through the model: preprocess (as the model was trained), Triton, attention back on the source.
+"""One series through the model: preprocess (as the model was trained), Triton, overlay back on the source.
 
 The volume is built by :mod:`core.preprocess` with the serving model version's own
-``preprocess.json``. The attention map comes back on the preprocessed grid; MONAI's recorded
-inverse (:func:`core.preprocess.invert_to_source`) undoes crop/pad, resampling and reorientation,
+``preprocess.json``. The attention map comes back on the preprocessed grid, where it is restricted
+to the brain and scaled to its maximum there (:func:`core.preprocess.overlay_map`, exactly what
+training scored and chose the overlay threshold on); MONAI's recorded inverse (:func:`core.preprocess.invert_to_source`) undoes crop/pad, resampling and reorientation,
 and the result is then sampled at every source pixel's patient position, so frame ``i`` of the
 returned map lies exactly over ``source[i]`` whatever the slice order or orientation.
 """
@@ -21,7 +22,7 @@ from monai.data import MetaTensor
 from pydicom import Dataset
 from scipy.ndimage import map_coordinates
 
-from radpair.core.preprocess import PreprocessParams, build_transforms, invert_to_source
+from radpair.core.preprocess import PreprocessParams, brain_mask, build_transforms, invert_to_source, overlay_map
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,9 @@ class Prediction:
     probabilities: np.ndarray
     predicted_class: str
     probability: float
-    # float32 [len(source), rows, cols] in [0, 1]; frame i over source[i].
+    # The model's probability that the study shows a lesion at all.
+    lesion_probability: float
+    # The overlay: float32 [len(source), rows, cols] in [0, 1], 0 outside the brain; frame i over source[i].
     attention: np.ndarray
     model_version: str
     # Seconds per stage: "preprocess", "triton", "invert".
@@ -71,7 +74,7 @@ def predict(
     """Run ``infer`` (``TritonClient.infer``) on the series in ``series_dir``.
 
     ``infer`` takes a float32 ``[1, 1, D, H, W]`` batch and returns an object with
-    ``probabilities``, ``attention`` (batched) and ``model_version``.
+    ``probabilities``, ``lesion``, ``attention`` (batched) and ``model_version``.
     """
     timings = {}
     start = time.perf_counter()
@@ -84,7 +87,8 @@ def predict(
     timings["triton"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    attention = torch.as_tensor(np.asarray(result.attention)[0], dtype=torch.float32)
+    brain = brain_mask(volume[0].detach().cpu().numpy(), params.spacing)
+    attention = torch.as_tensor(overlay_map(np.asarray(result.attention)[0], brain), dtype=torch.float32)
     on_source = sample_on_source(invert_to_source(attention, volume, transforms), source)
     timings["invert"] = time.perf_counter() - start
 
@@ -95,6 +99,7 @@ def predict(
         probabilities=probabilities,
         predicted_class=class_names[best],
         probability=float(probabilities[best]),
+        lesion_probability=float(np.asarray(result.lesion, dtype=np.float64).reshape(-1)[0]),
         attention=np.clip(on_source, 0.0, 1.0),
         model_version=str(result.model_version),
         timings=timings,

@@ -29,13 +29,19 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from radpair.core.db import session_factory
+from radpair.core.model_card import OperatingPoints
 from radpair.core.models import ModelVersion
 from radpair.core.settings import Settings
 from radpair.core.task import TaskDefinition, load_task
 from radpair.retrain import gate as judge
 from radpair.retrain import lineage, snapshot
 from radpair.retrain.lock import held, release
-from radpair.serving.client import TritonClient, TritonInferenceError, TritonUnavailable, client_from_settings
+from radpair.serving.client import (
+    TritonClient,
+    TritonInferenceError,
+    TritonUnavailable,
+    client_from_settings,
+)
 from radpair.serving.deploy import DeployError, deploy
 from radpair.serving.repository import RepositoryError
 from radpair.training.config import TrainConfig, load_config
@@ -71,10 +77,11 @@ def run_retrain(settings: Settings, engine: Engine, trigger: str, train_config: 
 
 
 def train_candidate(config: TrainConfig, task: TaskDefinition, studies: Sequence[PairedStudy], out: Path) -> Path:
-    """Pre-train on every training pair (labelled or not), then fine-tune from it on the labelled
-    ones; returns the fine-tuning run directory (what the exporter reads)."""
+    """Pre-train on every training pair (labelled or not), then fine-tune from it on the ones with a
+    class label or a known lesion presence; returns the fine-tuning run directory (what the exporter reads)."""
     pretrain(config, task, studies, out / "pretrain")
-    finetune(config, task, [s for s in studies if s.label_index >= 0], out / "finetune", init=str(out / "pretrain"))
+    finetune(config, task, [s for s in studies if s.label_index >= 0 or s.lesion >= 0], out / "finetune",
+             init=str(out / "pretrain"))
     return out / "finetune"
 
 
@@ -127,14 +134,18 @@ def _judge_and_promote(settings: Settings, client: TritonClient, record: ModelVe
         staged = export_model(model, params, class_names, facts, run_dir / "export", name, check=True)
     except ExportError as exc:
         return judge.GateDecision(False, f"export parity check failed: {exc}"), None
-    candidate = judge.evaluate_artifact(staged.path / "model.pt", params, class_names, evaluation)
+    trained = facts.get("metrics") or {}
+    candidate = judge.evaluate_artifact(staged.path / "model.pt", params, class_names, evaluation,
+                                        OperatingPoints.from_card(facts))
     metrics = {**candidate.metrics, "parity_max_abs_diff": staged.parity_max_abs_diff}
     record.metrics = json.dumps(metrics)
     decision = judge.gate(candidate, json.loads(serving.metrics) if serving else None, r.primary_metric, r.tolerance)
     if not decision.promote:
         return decision, None
     try:
-        exported = export_model(model, params, class_names, {**facts, "metrics": metrics}, repo.root, name)
+        # The card keeps the fine-tuning figures and operating points, and adds the held-out ones.
+        exported = export_model(model, params, class_names, {**facts, "metrics": {**trained, "held_out": metrics}},
+                                repo.root, name)
         deploy(client, repo, exported.version, reason=f"retrain run {record.retrain_run_pk}")
     except (RepositoryError, DeployError, TritonUnavailable, TritonInferenceError) as exc:
         if serving is not None and serving.version is not None:

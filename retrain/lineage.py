@@ -9,12 +9,12 @@ version it found serving; ``radpair model load`` and ``rollback`` record the swa
 from __future__ import annotations
 
 import json
-
 from collections.abc import Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from radpair.core.model_card import OperatingPoints
 from radpair.core.models import ModelStatus, ModelVersion, utcnow
 from radpair.core.preprocess import PreprocessParams
 from radpair.retrain.gate import evaluate_artifact
@@ -104,13 +104,13 @@ def record_serving_version(sessions: sessionmaker[Session], repo: ModelRepositor
         current = repo.version(name, repo.current(name))
     except RepositoryError:
         return None
+    card = current.card()
     result = evaluate_artifact(current.path / "model.pt", PreprocessParams.from_dict(current.preprocess()),
-                               current.card()["class_names"], evaluation)
+                               card["class_names"], evaluation, OperatingPoints.from_card(card))
     with sessions.begin() as session:
         row = session.scalars(select(ModelVersion).where(ModelVersion.model_name == name,
                                                           ModelVersion.version == current.version)).one_or_none()
         if row is None:
-            card = current.card()
             row = ModelVersion(model_name=name, version=current.version, status=ModelStatus.SERVING,
                                reason="found serving in the model repository (not trained by a retrain run)",
                                run_config=json.dumps(card.get("training_config", {})), run_dir=str(card.get("run", "")),

@@ -24,7 +24,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from radpair.core.models import HeldOutStudy, Instance, Label, ModelVersion, Patient, Series, Study
+from radpair.core.models import (
+    HeldOutStudy,
+    Instance,
+    Label,
+    ModelVersion,
+    Patient,
+    Series,
+    Study,
+)
 from radpair.core.task import TaskDefinition
 from radpair.training.data import PairedStudy, patient_folds, studies_from_archive
 
@@ -85,7 +93,7 @@ def take_snapshot(sessions: sessionmaker[Session], database_url: str, store_dir:
     for pair in sorted(pairs, key=lambda p: p.study_uid):
         accession, patient_id = keys[pair.study_uid]
         label = by_uid.get(pair.study_uid) or by_accession.get((accession, patient_id)) or by_accession.get((accession, ""), "")
-        labelled.append(dataclasses.replace(pair, label_index=task.class_index(label)))
+        labelled.append(dataclasses.replace(pair, label_index=task.class_index(label), lesion=task.lesion_of(label)))
         digest.update(json.dumps([pair.study_uid, sorted(checksums.get(pair.study_uid, [])),
                                   hashlib.sha256(pair.report.encode()).hexdigest(), label]).encode())
     return Snapshot(tuple(labelled), digest.hexdigest())

@@ -2,7 +2,7 @@
 
 The model's inputs, outputs, batch limit and served versions are read from the server, not
 assumed: the same client works with the Python-backend variant (outputs ``probabilities``,
-``attention``, ``embedding``) and the libtorch variant (``probabilities__0``, ...). Transient
+``lesion``, ``attention``, ``embedding``) and the libtorch variant (``probabilities__0``, ...). Transient
 failures — connection refused, 503 / UNAVAILABLE, a model between versions — are retried with
 exponential backoff; when retries run out :class:`TritonUnavailable` (a ``ConnectionError``) tells
 the caller to wait, not to fail the work. ``tritonclient``'s HTTP client is not thread-safe, so
@@ -26,11 +26,10 @@ from tritonclient.utils import InferenceServerException
 
 from radpair.core.settings import Settings
 from radpair.core.task import load_task
-from radpair.serving.repository import ModelRepository, served_repository
+from radpair.serving.repository import OUTPUT_NAMES, ModelRepository, served_repository
 
 log = logging.getLogger(__name__)
 
-OUTPUTS = ("probabilities", "attention", "embedding")
 Protocol = Literal["http", "grpc"]
 T = TypeVar("T")
 
@@ -61,6 +60,7 @@ class ModelMetadata:
 @dataclass(frozen=True)
 class InferenceResult:
     probabilities: np.ndarray  # [B, C]
+    lesion: np.ndarray  # [B, 1]
     attention: np.ndarray  # [B, D, H, W]
     embedding: np.ndarray  # [B, E]
     model_version: str
@@ -154,7 +154,7 @@ class TritonClient:
         meta, config = self._call("metadata", read)
         (inp,) = meta["inputs"]
         outputs = {re.sub(r"__\d+$", "", o["name"]): o["name"] for o in meta["outputs"]}
-        missing = set(OUTPUTS) - set(outputs)
+        missing = set(OUTPUT_NAMES) - set(outputs)
         if missing:
             raise TritonInferenceError(f"model {self.model_name!r} lacks output(s) {sorted(missing)}")
         return ModelMetadata(
@@ -186,7 +186,7 @@ class TritonClient:
         parts = [self._infer_chunk(meta, volume[i:i + step]) for i in range(0, volume.shape[0], step)]
         versions = sorted({p[1] for p in parts}, key=int)
         return InferenceResult(
-            *(np.concatenate([p[0][name] for p in parts]) for name in OUTPUTS),
+            *(np.concatenate([p[0][name] for p in parts]) for name in OUTPUT_NAMES),
             # A hot swap between chunks of one call shows as e.g. "1+2".
             model_version="+".join(versions),
         )

@@ -1,7 +1,8 @@
 """The pipeline's view of a model: the version Triton serves now, its preprocessing and classes.
 
 Inference must preprocess exactly as the serving version was trained, so the gateway reads that
-version's ``preprocess.json`` and ``model_card.json`` (class names) before every job (they are
+version's ``preprocess.json`` and ``model_card.json`` (class names, operating points, validation
+figures) before every job (they are
 small; a hot-deployed version is picked up at once). An unreachable server or a model that is not
 ready is a ``ConnectionError`` (:class:`TritonUnavailable`): the job waits, it does not fail.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 
 from radpair.core.gateway import ServingModel
+from radpair.core.model_card import OperatingPoints, validation_figures
 from radpair.core.preprocess import PreprocessParams
 from radpair.core.settings import Settings
 from radpair.serving.client import TritonClient, TritonUnavailable, client_from_settings, serving_version_files
@@ -41,4 +43,6 @@ class TritonGateway:
             params=PreprocessParams.from_dict(preprocess),
             class_names=tuple(card["class_names"]),
             infer=client.infer,
+            operating=OperatingPoints.from_card(card),
+            validation=tuple(validation_figures(card)),
         )

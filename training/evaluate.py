@@ -1,66 +1,115 @@
-"""Evaluation of a classifier: AUC / precision / recall / F1 and attention Dice (``radpair evaluate``)."""
+"""Evaluation of a classifier (``radpair evaluate``): is there a lesion, which class, where.
+
+Scores, each on the studies it applies to:
+
+* **class** (studies with a lesion and a class label): one-vs-rest AUC per class and their macro
+  mean (``auc``; for two classes the AUC of the class-1 probability), macro precision, recall, F1
+  of the argmax, accuracy, confusion matrix;
+* **lesion** (studies whose presence is known): AUC of the lesion probability, and sensitivity and
+  specificity at the operating threshold;
+* **overlay** (lesion studies with a ground-truth mask): 2D and 3D Dice of the overlay at the
+  operating attention threshold, and at the oracle threshold of the scored set.
+
+The operating points are chosen on internal folds (:func:`choose_operating_points`) and travel with
+the model (``metrics.json``, the model card); a scored set never chooses its own.
+"""
 
 from __future__ import annotations
 
+import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import (
+    confusion_matrix,
+    precision_recall_fscore_support,
+    roc_auc_score,
+    roc_curve,
+)
 from torch import nn
 from tqdm import tqdm
 
+from radpair.core.model_card import OperatingPoints
+from radpair.core.preprocess import PreprocessParams, brain_mask, overlay_map
 from radpair.training.data import PairedStudy, volume_dataset
-from radpair.training.explain import attention_dice, largest_lesion_slice
+from radpair.training.explain import (
+    best_threshold,
+    dice_curve,
+    largest_lesion_slice,
+    overlay_dice,
+)
 from radpair.training.plots import plot_overlays, plot_roc
 from radpair.training.runtime import autocast, write_json
 
 
 @dataclass
 class Predictions:
-    labels: list[int] = field(default_factory=list)
+    names: list[str] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)  # class index; -1 none or unknown
+    lesion_truth: list[int] = field(default_factory=list)  # 1 lesion, 0 none, -1 unknown
     probabilities: list[list[float]] = field(default_factory=list)
-    dice_2d: list[float] = field(default_factory=list)
-    dice_3d: list[float] = field(default_factory=list)
-    # (title, image slice, mask slice, attention slice) on the largest-lesion slice.
-    overlays: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+    lesion_probability: list[float] = field(default_factory=list)
+    # (overlay, mask) of the lesion studies with a mask, on the preprocessed grid.
+    overlays: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    # (title, image slice, mask slice, overlay slice) on the largest-lesion slice, for pictures.
+    pictures: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=list)
+
+    def extend(self, other: "Predictions") -> None:
+        for name in ("names", "labels", "lesion_truth", "probabilities", "lesion_probability", "overlays", "pictures"):
+            getattr(self, name).extend(getattr(other, name))
 
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.device, batch_size: int,
-            threshold: float, overlays: int = 0, names: Sequence[str] = ()) -> Predictions:
-    """Run ``model`` over ``dataset[indices]``; Dice only for items with a non-empty ``mask``."""
+            params: PreprocessParams, pictures: int = 0, names: Sequence[str] = ()) -> Predictions:
+    """Run ``model`` (a classifier or its TorchScript export) over ``dataset[indices]``."""
     model.eval()
     out = Predictions()
     for start in range(0, len(indices), batch_size):
         items = [dataset[i] for i in indices[start:start + batch_size]]
         x = torch.stack([torch.as_tensor(item["image"]) for item in items]).to(device)
         with autocast(device):
-            probabilities, attention, _ = model(x)
-        probabilities, attention = probabilities.float().cpu(), attention.float().cpu()
-        for item, p, a in zip(items, probabilities, attention):
+            probabilities, lesion, attention, _ = model(x)
+        probabilities, lesion, attention = probabilities.float().cpu(), lesion.float().cpu(), attention.float().cpu()
+        for item, p, q, a in zip(items, probabilities, lesion, attention):
+            name = names[int(item["index"])] if names else str(int(item["index"]))
+            out.names.append(name)
             out.labels.append(int(item["label"]))
+            out.lesion_truth.append(int(item["lesion"]))
             out.probabilities.append(p.tolist())
-            mask = torch.as_tensor(item["mask"])[0] if "mask" in item else None
-            if mask is not None and bool(mask.any()):
-                d2, d3 = attention_dice(a, mask, threshold)
-                out.dice_2d.append(d2)
-                out.dice_3d.append(d3)
-                if len(out.overlays) < overlays:
-                    k = largest_lesion_slice(mask)
-                    title = names[int(item["index"])] if names else str(int(item["index"]))
-                    out.overlays.append((title, np.asarray(item["image"])[0][..., k], mask[..., k].numpy(), a[..., k].numpy()))
+            out.lesion_probability.append(float(q[0]))
+            if "mask" not in item or not bool(torch.as_tensor(item["mask"]).any()):
+                continue
+            image = np.asarray(item["image"])[0]
+            mask = np.asarray(item["mask"])[0] > 0.5
+            overlay = overlay_map(a.numpy(), brain_mask(image, params.spacing)).astype(np.float16)
+            out.overlays.append((overlay, mask))
+            if len(out.pictures) < pictures:
+                k = largest_lesion_slice(mask)
+                out.pictures.append((name, image[..., k], mask[..., k], overlay[..., k].astype(np.float32)))
     return out
+
+
+def choose_operating_points(pred: Predictions) -> OperatingPoints:
+    """Youden's J on the lesion probabilities, the best mean 2D Dice on the overlays."""
+    truth = np.asarray(pred.lesion_truth)
+    known = truth >= 0
+    lesion = 0.5
+    if known.any() and len(set(truth[known].tolist())) == 2:
+        fpr, tpr, thresholds = roc_curve(truth[known], np.asarray(pred.lesion_probability)[known])
+        lesion = float(np.clip(thresholds[int(np.argmax(tpr - fpr))], 0.0, 1.0))
+    return OperatingPoints(round(lesion, 4), best_threshold(pred.overlays))
 
 
 def classification_metrics(labels: Sequence[int], probabilities: Sequence[Sequence[float]],
                            class_names: Sequence[str]) -> dict[str, float]:
-    """K-class scores: one-vs-rest AUC per class and their macro mean (``auc``; for two classes it
-    is the AUC of the class-1 probability), precision/recall/F1 of the argmax per class and macro,
-    and accuracy. A class absent from ``labels`` has no AUC (NaN) and is left out of the mean."""
+    """K-class scores: one-vs-rest AUC per class and their macro mean (``auc``), macro
+    precision/recall/F1 of the argmax per class and overall, and accuracy. A class absent from
+    ``labels`` has no AUC (NaN) and is left out of the mean."""
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probabilities, dtype=float).reshape(len(y), len(class_names))
     per_class_auc = []
@@ -68,7 +117,7 @@ def classification_metrics(labels: Sequence[int], probabilities: Sequence[Sequen
         positive = y == k
         per_class_auc.append(float(roc_auc_score(positive, p[:, k])) if 0 < positive.sum() < len(y) else math.nan)
     finite = [a for a in per_class_auc if not math.isnan(a)]
-    predicted = p.argmax(1)
+    predicted = p.argmax(1) if len(y) else np.zeros(0, dtype=int)
     precision, recall, f1, _ = precision_recall_fscore_support(y, predicted, labels=list(range(len(class_names))),
                                                                average=None, zero_division=0)
     result = {"auc": float(np.mean(finite)) if finite else math.nan,
@@ -80,26 +129,59 @@ def classification_metrics(labels: Sequence[int], probabilities: Sequence[Sequen
     return result
 
 
-def confusion(labels: Sequence[int], probabilities: Sequence[Sequence[float]], n_classes: int) -> list[list[int]]:
-    """Counts ``[true class][predicted class]`` of the argmax."""
-    return confusion_matrix(labels, np.asarray(probabilities).argmax(1), labels=list(range(n_classes))).tolist()
+def detection_metrics(truth: Sequence[int], probability: Sequence[float], threshold: float) -> dict[str, float]:
+    """Lesion detection: AUC, and sensitivity / specificity of ``probability >= threshold``."""
+    t = np.asarray(truth, dtype=int)
+    q = np.asarray(probability, dtype=float)
+    known = t >= 0
+    t, q = t[known], q[known]
+    found = q >= threshold
+    positive, negative = t == 1, t == 0
+    return {
+        "lesion_auc": float(roc_auc_score(t, q)) if positive.any() and negative.any() else math.nan,
+        "sensitivity": float(found[positive].mean()) if positive.any() else math.nan,
+        "specificity": float((~found[negative]).mean()) if negative.any() else math.nan,
+    }
 
 
-def roc_curves(labels: Sequence[int], probabilities: Sequence[Sequence[float]], class_names: Sequence[str],
-               name: str) -> dict[str, tuple[list[int], list[float]]]:
-    """ROC inputs for :func:`plot_roc`: the class-1 curve for two classes, one-vs-rest per class otherwise."""
-    p = np.asarray(probabilities)
-    classes = [1] if len(class_names) == 2 else range(len(class_names))
-    return {name if len(class_names) == 2 else f"{name} {class_names[k]}":
-            ([int(v == k) for v in labels], p[:, k].tolist()) for k in classes}
-
-
-def scores(pred: Predictions, class_names: Sequence[str]) -> dict[str, float]:
-    result = classification_metrics(pred.labels, pred.probabilities, class_names)
-    result["dice_2d"] = float(np.mean(pred.dice_2d)) if pred.dice_2d else math.nan
-    result["dice_3d"] = float(np.mean(pred.dice_3d)) if pred.dice_3d else math.nan
+def scores(pred: Predictions, class_names: Sequence[str], operating: OperatingPoints) -> dict[str, float]:
+    """Every score of :mod:`this module <radpair.training.evaluate>` on ``pred``."""
+    labelled = [i for i, y in enumerate(pred.labels) if y >= 0]
+    result = classification_metrics([pred.labels[i] for i in labelled], [pred.probabilities[i] for i in labelled],
+                                    class_names)
+    result.update(detection_metrics(pred.lesion_truth, pred.lesion_probability, operating.lesion_threshold))
+    if pred.overlays:
+        chosen = [overlay_dice(o, m, operating.attention_threshold) for o, m in pred.overlays]
+        curve = dice_curve(pred.overlays)
+        best = int(np.nanargmax(curve[:, 0]))
+        result.update(dice_2d=float(np.mean([c[0] for c in chosen])), dice_3d=float(np.mean([c[1] for c in chosen])),
+                      dice_2d_oracle=float(curve[best, 0]), dice_3d_oracle=float(curve[best, 1]))
+    else:
+        result.update(dice_2d=math.nan, dice_3d=math.nan, dice_2d_oracle=math.nan, dice_3d_oracle=math.nan)
     result["n"] = len(pred.labels)
     return result
+
+
+def confusion(labels: Sequence[int], probabilities: Sequence[Sequence[float]], n_classes: int) -> list[list[int]]:
+    """Counts ``[true class][predicted class]`` of the argmax, over the labelled studies."""
+    pairs = [(y, p) for y, p in zip(labels, probabilities) if y >= 0]
+    if not pairs:
+        return [[0] * n_classes for _ in range(n_classes)]
+    return confusion_matrix([y for y, _ in pairs], np.asarray([p for _, p in pairs]).argmax(1),
+                            labels=list(range(n_classes))).tolist()
+
+
+def roc_curves(pred: Predictions, class_names: Sequence[str], name: str) -> dict[str, tuple[list[int], list[float]]]:
+    """ROC inputs for :func:`plot_roc`: the lesion curve, and the class-1 curve for two classes or
+    one-vs-rest per class otherwise."""
+    labelled = [(y, p) for y, p in zip(pred.labels, pred.probabilities) if y >= 0]
+    p = np.asarray([q for _, q in labelled]).reshape(-1, len(class_names))
+    classes = [1] if len(class_names) == 2 else range(len(class_names))
+    curves = {name if len(class_names) == 2 else f"{name} {class_names[k]}":
+              ([int(y == k) for y, _ in labelled], p[:, k].tolist()) for k in classes}
+    known = [(t, q) for t, q in zip(pred.lesion_truth, pred.lesion_probability) if t >= 0]
+    curves[f"{name} lesion"] = ([t for t, _ in known], [q for _, q in known])
+    return curves
 
 
 def summarise(per_fold: Sequence[dict[str, float]]) -> dict[str, dict]:
@@ -114,33 +196,43 @@ def summarise(per_fold: Sequence[dict[str, float]]) -> dict[str, dict]:
     return summary
 
 
-def evaluate_run(run_dir: Path, studies: Sequence[PairedStudy], out: Path, threshold: float = 0.5,
-                 device: str = "", batch_size: int = 8) -> dict:
-    """Evaluate a fine-tuning run's classifier on labelled ``studies``; writes ``out``/evaluation.json."""
+def load_for_evaluation(path: Path) -> tuple[nn.Module, PreprocessParams, list[str], OperatingPoints, str]:
+    """A fine-tuning run directory or an exported model version (its TorchScript, the exact
+    artifact Triton serves): the model, its preprocessing, class names, operating points and what it is."""
+    path = Path(path)
+    if (path / "model.pt").is_file() and (path / "model_card.json").is_file():
+        card = json.loads((path / "model_card.json").read_text())
+        model = torch.jit.load(str(path / "model.pt"), map_location="cpu")
+        params = PreprocessParams.from_json((path / "preprocess.json").read_text())
+        operating = OperatingPoints.from_card(card)
+        return model, params, list(card["class_names"]), operating, f"{card.get('name', '?')} version {card.get('version', '?')}"
     from radpair.training.export import load_run
 
+    model, params, class_names, facts = load_run(path)
+    return model, params, class_names, OperatingPoints.from_card(facts), f"run {path}"
+
+
+def evaluate_run(path: Path, studies: Sequence[PairedStudy], out: Path, device: str = "", batch_size: int = 8) -> dict:
+    """Score a fine-tuning run or an exported version on ``studies``; writes ``out``/evaluation.json and plots."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    model, params, class_names, _ = load_run(Path(run_dir))
+    model, params, class_names, operating, what = load_for_evaluation(Path(path))
     model.to(dev)
-    labelled = [s for s in studies if s.label_index >= 0]
-    if not labelled:
-        raise ValueError("no labelled studies to evaluate")
-    with_masks = all(s.mask_path is not None for s in labelled)
-    data = volume_dataset(labelled, params, with_masks=with_masks, cache=False)
-    indices = list(range(len(labelled)))
+    known = [s for s in studies if s.label_index >= 0 or s.lesion >= 0]
+    if not known:
+        raise ValueError("no study with a label or a known lesion presence to evaluate")
+    with_masks = all(s.mask_path is not None for s in known)
+    data = volume_dataset(known, params, with_masks=with_masks, cache=False)
     pred = Predictions()
-    for start in tqdm(range(0, len(indices), batch_size), desc="evaluate", unit="batch"):
-        part = predict(model, data, indices[start:start + batch_size], dev, batch_size, threshold,
-                       overlays=max(0, 4 - len(pred.overlays)), names=[s.study_uid[-12:] for s in labelled])
-        for name in ("labels", "probabilities", "dice_2d", "dice_3d", "overlays"):
-            getattr(pred, name).extend(getattr(part, name))
-    result = {"run": str(Path(run_dir).resolve()), "threshold": threshold, "class_names": class_names,
-              **scores(pred, class_names),
-              "confusion": confusion(pred.labels, pred.probabilities, len(class_names))}
+    names = [s.study_uid[-12:] for s in known]
+    for start in tqdm(range(0, len(known), batch_size), desc="evaluate", unit="batch"):
+        pred.extend(predict(model, data, list(range(start, min(start + batch_size, len(known)))), dev, batch_size,
+                            params, pictures=max(0, 4 - len(pred.pictures)), names=names))
+    result = {"model": what, "class_names": class_names, "operating_points": asdict(operating),
+              **scores(pred, class_names, operating), "confusion": confusion(pred.labels, pred.probabilities, len(class_names))}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "evaluation.json", result)
-    plot_roc(roc_curves(pred.labels, pred.probabilities, class_names, "evaluation"), out / "roc.png")
-    if pred.overlays:
-        plot_overlays(pred.overlays, out / "attention_overlays.png")
+    plot_roc(roc_curves(pred, class_names, "evaluation"), out / "roc.png")
+    if pred.pictures:
+        plot_overlays(pred.pictures, out / "attention_overlays.png", operating.attention_threshold)
     return result

@@ -7,7 +7,7 @@ One TorchScript artifact (``model.pt``, traced) is served two ways:
   radpair's embedded server, CPU or GPU.
 * ``<name>_libtorch/`` — Triton's native **PyTorch (libtorch) backend**, for the official Triton
   GPU container. Its version folders link to the same files. libtorch names tuple outputs by
-  position (``probabilities__0``, ``attention__1``, ``embedding__2``); the client maps them back.
+  position (``probabilities__0``, ``lesion__1``, ``attention__2``, ``embedding__3``); the client maps them back.
 
 Each version folder also holds ``preprocess.json`` (what the network expects) and
 ``model_card.json`` (training run, data snapshot, metrics, class names, creation time, checksum).
@@ -31,7 +31,12 @@ import torch
 from torch import nn
 
 from radpair.core.preprocess import PreprocessParams
-from radpair.serving.repository import Kind, ModelRepository, RepositoryError
+from radpair.serving.repository import (
+    OUTPUT_NAMES,
+    Kind,
+    ModelRepository,
+    RepositoryError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +61,9 @@ class _Served(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        probabilities, attention, embedding = self.net(volume)
-        return probabilities, attention, embedding
+    def forward(self, volume: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        probabilities, lesion, attention, embedding = self.net(volume)
+        return probabilities, lesion, attention, embedding
 
 
 def load_run(run_dir: Path) -> tuple[nn.Module, PreprocessParams, list[str], dict[str, Any]]:
@@ -104,15 +109,17 @@ def export_model(model: nn.Module, params: PreprocessParams, class_names: Sequen
     with torch.no_grad():
         traced = torch.jit.trace(_Served(model), example)
         eager_out = model(example)
-    if len(eager_out) != 3:
-        raise ExportError(f"the classifier must return (probabilities, attention, embedding), got {len(eager_out)} outputs")
-    probabilities, attention, embedding = eager_out
+    if len(eager_out) != len(OUTPUT_NAMES):
+        raise ExportError(f"the classifier must return {OUTPUT_NAMES}, got {len(eager_out)} outputs")
+    probabilities, lesion, attention, embedding = eager_out
     if probabilities.shape[1] != len(class_names):
         raise ExportError(f"{probabilities.shape[1]} class probabilities but {len(class_names)} class names")
     if tuple(attention.shape[1:]) != tuple(params.spatial_size):
         raise ExportError(f"attention {tuple(attention.shape[1:])} is not at the input resolution {params.spatial_size}")
-    dims = {"volume": list(shape), "probabilities": [len(class_names)], "attention": list(params.spatial_size),
-            "embedding": [int(embedding.shape[1])]}
+    if tuple(lesion.shape[1:]) != (1,):
+        raise ExportError(f"the lesion probability must be [B, 1], got {tuple(lesion.shape)}")
+    dims = {"volume": list(shape), "probabilities": [len(class_names)], "lesion": [1],
+            "attention": list(params.spatial_size), "embedding": [int(embedding.shape[1])]}
     parity = parity_check(model, traced, shape) if check else None
 
     buffer = io.BytesIO()

@@ -1,14 +1,19 @@
 """Image encoder and downstream classifier (the network radpair serves through Triton).
 
-The image encoder is a MONAI 3D ResNet whose stage outputs are read as MONAI's ``ResNetFeatures``
-does; a self-attention layer on the last stage (query/key/value from 1×1×1 convolutions, output
-added residually) gives the global representation, and its attention weights — how much each
-last-stage position is attended to, averaged over queries — are the explainability map. The
-third stage is the local (patch) representation used by the contrastive local loss.
+The image encoder is a MONAI 3D ResNet. Its stages are merged top-down into one feature map on a
+fine grid (a feature pyramid: each deeper stage is projected by a 1×1×1 convolution, upsampled and
+added to the shallower one), so every region of ``attention_stage``'s grid — 16³ for a 64³ input
+with a stride-2 stem, 12 mm cells — sees both local detail and deep context. A 1×1×1 convolution
+scores each region's evidence; the softmax of the scores over the regions is the attention, the
+attention-weighted mean of the regions (and the attention's centroid, where the finding is) is the
+global representation, and the attention, upsampled to the input, is the explanation. Pre-training
+trains it by aligning the attended image with its report; fine-tuning by the lesion and class
+losses. (The paper's self-attention on the last stage gives a 4³ grid at 64³, too coarse to put a
+map on a lesion of 10 voxels.)
 
 ``build_classifier(config)`` is the contract with the Triton exporter: ``forward(x)`` on
-``[B, 1, D, H, W]`` returns ``(probabilities [B, K], attention [B, D, H, W] in [0, 1],
-embedding [B, E])``, with no data-dependent Python control flow so ``torch.jit.trace`` works.
+``[B, 1, D, H, W]`` returns ``(probabilities [B, K], lesion [B, 1], attention [B, D, H, W] in
+[0, 1], embedding [B, E])`` with no data-dependent Python control flow, so ``torch.jit.trace`` works.
 """
 
 from __future__ import annotations
@@ -36,10 +41,16 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "depth": 18,
     "widths": [64, 128, 256, 512],
     "in_channels": 1,
-    # Stem stride 2 and no max-pool: a 64³ input gives a 4³ last stage (64 attention positions).
     "stem_stride": 2,
     "max_pool": False,
-    "frozen_stages": 2,
+    # "instance" (per-study statistics: no batch dependence, robust to a scanner's intensity
+    # scale) or "batch" (MedicalNet checkpoints).
+    "norm": "instance",
+    # The stage whose grid the attention lives on (1-4): 2 gives input / (4 · stem stride / 2).
+    "attention_stage": 2,
+    # Channels of the merged region features.
+    "region_channels": 128,
+    "frozen_stages": 0,
     "dropout": 0.25,
     "head_hidden": 256,
 }
@@ -59,34 +70,32 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError("widths must list four stage widths")
     if not 0 <= resolved["frozen_stages"] <= 4:
         raise ValueError("frozen_stages must be between 0 and 4")
+    if not 1 <= resolved["attention_stage"] <= 4:
+        raise ValueError("attention_stage must be between 1 and 4")
+    if resolved["norm"] not in ("instance", "batch"):
+        raise ValueError(f"norm must be 'instance' or 'batch', got {resolved['norm']!r}")
     resolved["widths"] = [int(w) for w in resolved["widths"]]
     return resolved
 
 
-class SelfAttention3d(nn.Module):
-    """Non-local self-attention over the positions of a 3D feature map, added residually."""
+def _norm(kind: str) -> tuple:
+    return ("instance", {"affine": True}) if kind == "instance" else ("batch", {})
 
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        inner = max(channels // 8, 1)
-        self.query = nn.Conv3d(channels, inner, 1)
-        self.key = nn.Conv3d(channels, inner, 1)
-        self.value = nn.Conv3d(channels, channels, 1)
-        self.gamma = nn.Parameter(torch.zeros(1))
-        self.scale = inner**-0.5
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the weighted feature map (same shape) and the weights ``[B, N, N]`` (query × key)."""
-        q = self.query(x).flatten(2).transpose(1, 2)
-        k = self.key(x).flatten(2)
-        v = self.value(x).flatten(2)
-        weights = torch.softmax(torch.bmm(q, k) * self.scale, dim=-1)
-        out = torch.bmm(v, weights.transpose(1, 2)).view_as(x)
-        return x + self.gamma * out, weights
+def _instance_norms(module: nn.Module) -> None:
+    """Replace every BatchNorm3d under ``module`` by an InstanceNorm3d (MONAI's ResNet applies its
+    ``norm`` to the stem only; its blocks and shortcuts keep BatchNorm). Batch statistics tie a
+    study's features to its batch mates and, in eval mode, to the training site's running averages,
+    which another scanner's intensities do not match."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm3d):
+            setattr(module, name, nn.InstanceNorm3d(child.num_features, affine=True))
+        else:
+            _instance_norms(child)
 
 
 class ImageEncoder(nn.Module):
-    """3D ResNet stages + last-stage self-attention; first ``frozen_stages`` stages frozen."""
+    """3D ResNet stages, merged top-down onto the attention grid, scored and attention-pooled."""
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__()
@@ -102,11 +111,21 @@ class ImageEncoder(nn.Module):
             no_max_pool=not self.config["max_pool"],
             feed_forward=False,
             shortcut_type="B",
+            norm=_norm(self.config["norm"]),
         )
+        if self.config["norm"] == "instance":
+            _instance_norms(self.backbone)
         expansion = 4 if block == "bottleneck" else 1
-        self.local_channels = self.config["widths"][2] * expansion
-        self.out_channels = self.config["widths"][3] * expansion
-        self.attention = SelfAttention3d(self.out_channels)
+        stage = self.config["attention_stage"]
+        widths = [w * expansion for w in self.config["widths"]]
+        channels = self.config["region_channels"]
+        self.lateral = nn.ModuleList(nn.Conv3d(w, channels, 1) for w in widths[stage - 1:])
+        # No normalisation here: an instance norm would fix every channel's mean over the regions,
+        # so the attended mean would be nearly the same vector for every study.
+        self.smooth = nn.Sequential(nn.Conv3d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
+        self.evidence = nn.Conv3d(channels, 1, 1)
+        self.out_channels = channels + 3  # attended regions + the attention's centroid
+        self.region_channels = channels
         self.frozen = self._frozen_modules(self.config["frozen_stages"])
         for module in self.frozen:
             module.requires_grad_(False)
@@ -118,42 +137,52 @@ class ImageEncoder(nn.Module):
         return [bb.conv1, bb.bn1, *[getattr(bb, f"layer{i}") for i in range(1, stages + 1)]]
 
     def train(self, mode: bool = True) -> "ImageEncoder":
-        """Frozen stages stay in eval mode so their batch-norm statistics do not drift either."""
+        """Frozen stages stay in eval mode so their normalisation statistics do not drift either."""
         super().train(mode)
         for module in self.frozen:
             module.eval()
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``local`` (stage 3 map), ``features`` (attended stage 4 map), ``global`` (pooled),
-        ``weights`` (self-attention ``[B, N, N]``)."""
+        """``regions`` [B, C, g, g, g], ``attention`` [B, g³] (softmax over regions), ``global``
+        [B, C + 3] (attended regions and the attention's centroid in [-1, 1]³)."""
         bb = self.backbone
         h = bb.act(bb.bn1(bb.conv1(x)))
         h = bb.maxpool(h) if not bb.no_max_pool else h
-        h = bb.layer2(bb.layer1(h))
-        local = bb.layer3(h)
-        features, weights = self.attention(bb.layer4(local))
-        return {
-            "local": local,
-            "features": features,
-            "global": features.mean(dim=(2, 3, 4)),
-            "weights": weights,
-        }
+        stages = []
+        for i in range(1, 5):
+            h = getattr(bb, f"layer{i}")(h)
+            stages.append(h)
+        stages = stages[self.config["attention_stage"] - 1:]
+        merged = self.lateral[-1](stages[-1])
+        for lateral, feature in zip(reversed(self.lateral[:-1]), reversed(stages[:-1])):
+            merged = lateral(feature) + F.interpolate(merged, size=feature.shape[2:], mode="trilinear", align_corners=False)
+        regions = self.smooth(merged)
+        flat = regions.flatten(2)
+        attention = torch.softmax(self.evidence(regions).flatten(1), dim=1)
+        attended = torch.bmm(flat, attention.unsqueeze(2)).squeeze(2)
+        grid = _grid(regions.shape[2:], regions.device, regions.dtype)
+        centroid = attention @ grid
+        return {"regions": regions, "attention": attention, "global": torch.cat([attended, centroid], dim=1)}
 
 
-def attention_map(weights: torch.Tensor, grid: torch.Size | tuple[int, ...], size: torch.Size | tuple[int, ...]) -> torch.Tensor:
-    """How much each position is attended (mean over queries), min–max normalised to [0, 1] per
-    volume and trilinearly upsampled from the last-stage ``grid`` to the input ``size``."""
-    received = weights.mean(dim=1).reshape(weights.shape[0], 1, *grid)
-    low = received.flatten(1).min(dim=1).values.view(-1, 1, 1, 1, 1)
-    high = received.flatten(1).max(dim=1).values.view(-1, 1, 1, 1, 1)
-    normalised = (received - low) / (high - low + 1e-8)
-    up = F.interpolate(normalised, size=size, mode="trilinear", align_corners=False)
+def _grid(shape: torch.Size | tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Region centres in [-1, 1]³, one row per region in the order ``flatten`` gives."""
+    axes = [torch.linspace(-1.0, 1.0, int(n), device=device, dtype=dtype) for n in shape]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, 3)
+
+
+def attention_map(attention: torch.Tensor, grid: torch.Size | tuple[int, ...], size: torch.Size | tuple[int, ...]) -> torch.Tensor:
+    """Region attention ``[B, g³]`` as a map on the input grid: divided by its maximum (the most
+    attended region is 1) and trilinearly upsampled to ``size``."""
+    peak = attention.max(dim=1, keepdim=True).values
+    scaled = (attention / (peak + 1e-12)).reshape(attention.shape[0], 1, *grid)
+    up = F.interpolate(scaled, size=size, mode="trilinear", align_corners=False)
     return up.squeeze(1).clamp(0.0, 1.0)
 
 
 class Classifier(nn.Module):
-    """Image encoder + MLP head; the served model (contract 4)."""
+    """Image encoder + two heads on the attended representation: is there a lesion, which class."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -161,23 +190,27 @@ class Classifier(nn.Module):
         if int(self.config.get("num_classes", 0)) < 2:
             raise ValueError("the classifier's config needs num_classes >= 2 (the task's classes)")
         self.encoder = ImageEncoder(self.config)
-        self.head = nn.Sequential(
-            nn.Dropout(self.config["dropout"]),
-            nn.Linear(self.encoder.out_channels, self.config["head_hidden"]),
-            nn.ReLU(inplace=True),
-            nn.Dropout(self.config["dropout"]),
-            nn.Linear(self.config["head_hidden"], self.config["num_classes"]),
-        )
+        hidden, dropout = self.config["head_hidden"], self.config["dropout"]
+        self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.out_channels, hidden), nn.ReLU(inplace=True),
+                                   nn.Dropout(dropout))
+        self.class_head = nn.Linear(hidden, self.config["num_classes"])
+        self.lesion_head = nn.Linear(hidden, 1)
 
-    def forward_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(logits, attention, embedding)``: what training needs (CE works on logits)."""
+    def forward_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``class_logits`` [B, K], ``lesion_logit`` [B], ``attention`` [B, D, H, W], ``embedding``."""
         out = self.encoder(x)
-        attention = attention_map(out["weights"], out["features"].shape[2:], x.shape[2:])
-        return self.head(out["global"]), attention, out["global"]
+        hidden = self.trunk(out["global"])
+        return {
+            "class_logits": self.class_head(hidden),
+            "lesion_logit": self.lesion_head(hidden).squeeze(1),
+            "attention": attention_map(out["attention"], out["regions"].shape[2:], x.shape[2:]),
+            "embedding": out["global"],
+        }
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, attention, embedding = self.forward_logits(x)
-        return torch.softmax(logits, dim=1), attention, embedding
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.forward_logits(x)
+        return (torch.softmax(out["class_logits"], dim=1), torch.sigmoid(out["lesion_logit"]).unsqueeze(1),
+                out["attention"], out["embedding"])
 
 
 def build_classifier(config: dict[str, Any]) -> Classifier:
@@ -188,7 +221,7 @@ def build_classifier(config: dict[str, Any]) -> Classifier:
 def load_image_checkpoint(encoder: ImageEncoder, path: str | Path) -> None:
     """Load a local image-encoder checkpoint into ``encoder``; no downloads.
 
-    Accepts a radpair contrastive/fine-tuning checkpoint (keys ``encoder.…`` / ``image_encoder.…``
+    Accepts a radpair pre-training/fine-tuning checkpoint (keys ``encoder.…`` / ``image_encoder.…``
     or bare encoder keys) or a MedicalNet-format ResNet state dict (``state_dict`` with
     ``module.conv1.weight``, ``module.layer1.…``), which maps onto the backbone.
     """

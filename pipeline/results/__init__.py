@@ -4,7 +4,9 @@ One module per object: :mod:`.seg` (binary SEG of the attention region), :mod:`.
 (Parametric Map of the continuous attention), :mod:`.sr` (TID 1500 Comprehensive 3D SR),
 :mod:`.sc` (optional Secondary Capture key image). Each writer takes the source series'
 datasets (in any order) and frames aligned with them; who made the object — the equipment and
-the algorithm — comes from one :class:`Provenance` for all four.
+the algorithm — comes from one :class:`Provenance` for all four; what the model found from one
+:class:`Finding`. A study without a lesion gets the SR alone (no SEG, map or key image: there is
+no region to show).
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class Provenance:
     manufacturer: str = "radpair"
     software_version: str = version("radpair")
     device_serial_number: str = "radpair"
+    # The model card's validation figures and operating points, stated with every result.
+    parameters: tuple[str, ...] = ()
 
     @property
     def model_label(self) -> str:
@@ -47,12 +51,25 @@ class Provenance:
         }
 
     def seg_algorithm(self) -> hd.AlgorithmIdentificationSequence:
-        return hd.AlgorithmIdentificationSequence(name=self.algorithm_name, version=self.model_version,
-                                                  family=codes.DCM.ArtificialIntelligence)
+        return hd.AlgorithmIdentificationSequence(
+            name=self.algorithm_name, version=self.model_version, family=codes.DCM.ArtificialIntelligence,
+            parameters={f"{i + 1}": text for i, text in enumerate(self.parameters)} or None)
 
     def sr_algorithm(self) -> hd.sr.AlgorithmIdentification:
         return hd.sr.AlgorithmIdentification(name=self.algorithm_name, version=self.model_version,
-                                             family=codes.DCM.ArtificialIntelligence)
+                                             family=codes.DCM.ArtificialIntelligence,
+                                             parameters=list(self.parameters) or None)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the model says of a study: is there a lesion, and if so, of which class."""
+
+    present: bool
+    lesion_probability: float
+    # The class and its probability; None when no lesion was found (no class is reported then).
+    predicted_class: str | None = None
+    class_probability: float | None = None
 
 
 def headers(datasets: Iterable[Dataset]) -> list[Dataset]:

@@ -1,11 +1,13 @@
 """The TID 1500 measurement report (Comprehensive 3D SR) a radiologist reads in the viewer.
 
-One measurement group (TID 1411, volumetric ROI) about the SEG's attention region: tracking
-identifier and UID, the predicted class as a qualitative evaluation, its probability as a numeric
-measurement, the finding site (the task's, with the location the study's report names, when it
-names one), the algorithm identification (name, version = model version). Every code comes from
-the task (:mod:`radpair.core.task`) or from radpair's own (:mod:`radpair.pipeline.codes`). The
-evidence references the source series and the SEG.
+One measurement group says whether the task's finding is present (SCT Present / Absent) with the
+model's probability of it, the finding site (the task's, with the location the study's report
+names, when it names one) and the algorithm identification (name, version = model version,
+parameters = the model card's validation figures and operating points). When a lesion was found
+the group is a TID 1411 volumetric ROI group about the SEG's region and also carries the predicted
+class (qualitative evaluation) and its probability; when none was found it is a TID 1501 group
+with no region and no class. Every code comes from the task (:mod:`radpair.core.task`) or from
+radpair's own (:mod:`radpair.pipeline.codes`). The evidence references the source series (and the SEG).
 """
 
 from __future__ import annotations
@@ -18,17 +20,16 @@ from pydicom.sr.codedict import codes
 
 from radpair.core.task import TaskDefinition
 from radpair.pipeline import codes as rp_codes
-from radpair.pipeline.results import Provenance
+from radpair.pipeline.results import Finding, Provenance
 
 TITLE = "radpair AI result - research use, not for diagnosis"
 
 
 def build_sr(
     source: Sequence[Dataset],
-    seg: hd.seg.Segmentation,
+    seg: hd.seg.Segmentation | None,
     task: TaskDefinition,
-    predicted_class: str,
-    probability: float,
+    finding: Finding,
     location: str | None,
     provenance: Provenance,
     series_uid: str,
@@ -38,10 +39,11 @@ def build_sr(
     library: Sequence[Dataset] | None = None,
     previous_versions: Sequence[Dataset] = (),
 ) -> hd.sr.Comprehensive3DSR:
-    """``library``: the images listed in the image library (default all of ``source``; radpair lists
-    the most attended slices of the SEG region, since each entry costs); ``location``: the task's
-    location the study's report names; ``previous_versions``: this study's earlier radpair SRs,
-    which this one supersedes. The evidence always lists every source image."""
+    """``seg``: the SEG of the finding's region (None when no lesion was found); ``library``: the
+    images listed in the image library (default all of ``source``; radpair lists the most attended
+    slices of the SEG region, since each entry costs); ``location``: the task's location the
+    study's report names; ``previous_versions``: this study's earlier radpair SRs, which this one
+    supersedes. The evidence always lists every source image."""
     algorithm = provenance.sr_algorithm()
     device = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
@@ -50,31 +52,46 @@ def build_sr(
             manufacturer_name=provenance.manufacturer, model_name=provenance.model_label,
         ),
     )
-    group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=hd.sr.TrackingIdentifier(uid=tracking_uid, identifier="radpair attention region"),
-        # Built by hand from the SEG's UIDs: ReferencedSegment.from_segmentation cannot read a
-        # single-segment SEG, whose segment identification sits in the shared functional groups.
-        referenced_segment=hd.sr.ReferencedSegment(
-            sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
-            source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
-        ),
+    measurements = [hd.sr.Measurement(name=rp_codes.LESION_PROBABILITY, value=round(finding.lesion_probability, 6),
+                                      unit=codes.UCUM.NoUnits, algorithm_id=algorithm)]
+    evaluations = [hd.sr.QualitativeEvaluation(name=task.finding.code.code(),
+                                               value=codes.SCT.Present if finding.present else codes.SCT.Absent)]
+    if finding.present and finding.predicted_class is not None:
+        measurements.append(hd.sr.Measurement(name=rp_codes.CLASS_PROBABILITY,
+                                              value=round(float(finding.class_probability or 0.0), 6),
+                                              unit=codes.UCUM.NoUnits, algorithm_id=algorithm))
+        evaluations.append(hd.sr.QualitativeEvaluation(name=task.finding.class_concept.code(),
+                                                       value=task.class_code(finding.predicted_class).code()))
+    common = dict(
+        tracking_identifier=hd.sr.TrackingIdentifier(
+            uid=tracking_uid, identifier="radpair attention region" if seg is not None else "radpair finding"),
         finding_type=task.finding.code.code(),
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(anatomic_location=task.finding.site.code(),
                                          topographical_modifier=task.location_code(location).code() if location else None)],
-        measurements=[hd.sr.Measurement(name=rp_codes.CLASS_PROBABILITY, value=round(float(probability), 6),
-                                        unit=codes.UCUM.NoUnits, algorithm_id=algorithm)],
-        qualitative_evaluations=[hd.sr.QualitativeEvaluation(name=task.finding.class_concept.code(),
-                                                             value=task.class_code(predicted_class).code())],
+        measurements=measurements,
+        qualitative_evaluations=evaluations,
     )
+    if seg is None:
+        group = hd.sr.MeasurementsAndQualitativeEvaluations(**common)
+    else:
+        group = hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
+            # Built by hand from the SEG's UIDs: ReferencedSegment.from_segmentation cannot read a
+            # single-segment SEG, whose segment identification sits in the shared functional groups.
+            referenced_segment=hd.sr.ReferencedSegment(
+                sop_class_uid=seg.SOPClassUID, sop_instance_uid=seg.SOPInstanceUID, segment_number=1,
+                source_series=hd.sr.SourceSeriesForSegmentation(source[0].SeriesInstanceUID),
+            ),
+            **common,
+        )
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=task.sr.procedure.code(),
         imaging_measurements=[group],
-        referenced_images=list(source if library is None else library),
+        referenced_images=list(source if library is None else library) or None,
     )
     return hd.sr.Comprehensive3DSR(
-        evidence=[*source, seg],
+        evidence=[*source, *([seg] if seg is not None else [])],
         content=report,
         series_instance_uid=series_uid,
         series_number=series_number,

@@ -2,8 +2,9 @@
 
 It plays the PACS: writes a small synthetic cohort (MR series + report SR per study), sends each
 study to radpair's listener by C-STORE, then follows the studies through the pipeline in the
-archive (stable → analysed → delivered) and prints where the results are: the files in the
-instance store and, per configured destination, whether the PACS has acknowledged them.
+archive (stable → analysed → delivered) and prints, next to each study's true label, what the
+model said and where the results are: the files in the instance store and, per configured
+destination, whether the PACS has acknowledged them.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_settings_options(p)
     p.add_argument("--n", type=int, default=3, help="studies to generate and send (default 3)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--size", type=int, nargs=3, metavar=("D", "H", "W"), default=(48, 64, 64),
-                   help="volume size of the generated MR series (default 48 64 64)")
+    p.add_argument("--size", type=int, nargs=3, metavar=("D", "H", "W"), default=(64, 64, 64),
+                   help="volume size of the generated MR series (default 64 64 64)")
     p.add_argument("--out", metavar="DIR", help="where to write the cohort (default: a temporary folder)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for all results")
     p.set_defaults(func=demo)
@@ -62,10 +63,11 @@ def demo(args: argparse.Namespace) -> int:
                 return 1
         print(f"sent {len(studies)} studies to {peer.called_aet}@{peer.host}:{peer.port}; "
               f"results follow once each study is stable ({settings.listener.stable_age:g} s without new instances)")
-        return _follow(settings, [s.study_uid for s in studies], args.timeout)
+        return _follow(settings, {s.study_uid: s.label for s in studies}, args.timeout)
 
 
-def _follow(settings: Settings, study_uids: list[str], timeout: float) -> int:
+def _follow(settings: Settings, truth: dict[str, str], timeout: float) -> int:
+    """Wait for every study's inference job, then print each result next to its true label."""
     from sqlalchemy import select
     from tqdm import tqdm
 
@@ -75,6 +77,7 @@ def _follow(settings: Settings, study_uids: list[str], timeout: float) -> int:
     final = (JobState.DONE, JobState.SKIPPED, JobState.DEAD)
     engine = make_engine(settings.database_url)
     sessions = session_factory(engine)
+    study_uids = list(truth)
     deadline = time.monotonic() + timeout
     with tqdm(total=len(study_uids), desc="analysed", unit="study") as bar:
         while True:
@@ -88,25 +91,26 @@ def _follow(settings: Settings, study_uids: list[str], timeout: float) -> int:
             if len(done) == len(study_uids) or time.monotonic() > deadline:
                 break
             time.sleep(1.0)
-    _print_results(settings, sessions, study_uids)
+    _print_results(settings, sessions, truth)
     engine.dispose()
     return 0 if len(done) == len(study_uids) else 1
 
 
-def _print_results(settings: Settings, sessions: sessionmaker[Session], study_uids: list[str]) -> None:
+def _print_results(settings: Settings, sessions: sessionmaker[Session], truth: dict[str, str]) -> None:
     from sqlalchemy import select
 
     from radpair.core.models import Delivery, Job, JobState, Result, Study
 
     with sessions() as session:
-        for uid in study_uids:
+        for uid, label in truth.items():
             study = session.scalar(select(Study).where(Study.study_uid == uid))
             if study is None:
                 print(f"\nstudy {uid}: not in the archive (is `radpair serve` running with the same settings?)")
                 continue
             job = session.scalars(select(Job).where(Job.study_pk == study.id, Job.kind == "inference")
                                   .order_by(Job.id.desc())).first()
-            print(f"\nstudy {uid} (accession {study.accession_number}): {job.state.value if job else study.state.value}")
+            print(f"\nstudy {uid} (accession {study.accession_number}): {job.state.value if job else study.state.value}; "
+                  f"true label {label} (the cohort's, never sent)")
             if job is not None and job.state is not JobState.DONE:
                 print(f"  {job.last_error.strip().splitlines()[-1] if job.last_error.strip() else 'in progress'}")
             if job is not None and job.state is JobState.DONE and not settings.pipeline.destinations:

@@ -6,7 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from radpair.cli.options import add_settings_options, add_task_option, settings_from_args
+from radpair.cli.options import (
+    add_settings_options,
+    add_task_option,
+    settings_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -29,7 +33,7 @@ def import_command(args: argparse.Namespace) -> int:
     engine = make_engine(settings.database_url)
     upgrade(engine)
     try:
-        summary = import_labels(session_factory(engine), args.file, task.class_names)
+        summary = import_labels(session_factory(engine), args.file, task.label_names)
     except (LabelFileError, OSError) as exc:
         print(f"radpair: {exc}", file=sys.stderr)
         return 2

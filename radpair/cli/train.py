@@ -45,11 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     fine.add_argument("--external", type=Path, metavar="DIR", help="external cohort folder to evaluate every fold on")
     fine.set_defaults(func=_finetune)
 
-    ev = subparsers.add_parser("evaluate", help="evaluate a fine-tuning run's classifier on a labelled cohort")
+    ev = subparsers.add_parser("evaluate", help="score a fine-tuning run or an exported model version on a labelled cohort")
     _source_options(ev)
-    ev.add_argument("--run", type=Path, required=True, metavar="RUN", help="fine-tuning run directory")
-    ev.add_argument("--out", type=Path, metavar="DIR", help="where evaluation.json and plots go (default RUN/evaluation)")
-    ev.add_argument("--threshold", type=float, default=0.5, help="attention binarisation threshold for Dice")
+    ev.add_argument("--run", type=Path, required=True, metavar="RUN|VERSION",
+                    help="fine-tuning run directory, or an exported version folder (e.g. triton_models/radpair_classifier/1)")
+    ev.add_argument("--out", type=Path, metavar="DIR",
+                    help="where evaluation.json and plots go (default RUN/evaluation, or ./evaluation for a version)")
     ev.set_defaults(func=_evaluate)
 
 
@@ -93,8 +94,9 @@ def _finetune(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from radpair.training.evaluate import evaluate_run
 
-    out = args.out or args.run / "evaluation"
+    version = (args.run / "model_card.json").is_file()
+    out = args.out or (Path("evaluation") if version else args.run / "evaluation")
     _, studies = _task_and_studies(args, out / "series")
-    result = evaluate_run(args.run, studies, out, args.threshold, args.device)
+    result = evaluate_run(args.run, studies, out, args.device)
     print(json.dumps(result))
     return 0

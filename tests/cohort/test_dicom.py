@@ -95,5 +95,6 @@ def test_labels_are_the_contract(cohort: Path) -> None:
             assert study.label_index == load_task().class_index(study.label) >= 0
             assert study.location in ("supratentorial", "infratentorial", "transtentorial") and study.site
         else:
-            assert (study.label, study.label_index, study.location, study.site) == ("", -1, "none", "")
+            # The task's absent label: a known "no lesion", which trains the lesion head.
+            assert (study.label, study.label_index, study.location, study.site) == (load_task().finding.absent_label, -1, "none", "")
         assert set(study.report_sections) == {"Findings", "Impression"}

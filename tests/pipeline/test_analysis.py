@@ -21,6 +21,7 @@ from radpair.core.models import Delivery, Job, JobState, Result
 from radpair.core.settings import load_settings
 from radpair.core.store import InstanceStore
 from radpair.core.task import load_task
+from radpair.pipeline import codes as rp_codes
 from radpair.pipeline.analysis import StudyAnalysis, enqueue_stable_studies
 from radpair.pipeline.jobs import JobQueue, QueuePolicy
 from radpair.pipeline.status import status_tables
@@ -57,6 +58,12 @@ def run_inference(env: SimpleNamespace) -> Job:
         return s.get(Job, job.id)
 
 
+def _walk(ds):
+    for item in getattr(ds, "ContentSequence", []):
+        yield item
+        yield from _walk(item)
+
+
 def results(sessions: sessionmaker[Session], generation: int) -> dict[str, Result]:
     with sessions() as s:
         return {r.kind: r for r in s.scalars(select(Result).where(Result.generation == generation))}
@@ -80,7 +87,17 @@ def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: Simp
         assert (result.predicted_class, result.model_version) == ("BRAF-V600E", "3")
     sr = hd.sr.srread(env.store.absolute(first["sr"].path))
     (group,) = sr.content.get_volumetric_roi_measurement_groups()
-    assert group.finding_sites[0].topographical_modifier == load_task().location_code("infratentorial").code()
+    task = load_task()
+    assert group.finding_sites[0].topographical_modifier == task.location_code("infratentorial").code()
+    evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
+    assert evaluations[task.finding.code.value] == "52101004"  # lesion Present
+    assert evaluations[task.finding.class_concept.value] == task.class_code("BRAF-V600E").value
+    (lesion,) = group.get_measurements(name=rp_codes.LESION_PROBABILITY)
+    assert float(lesion.value) == pytest.approx(0.9)
+    parameters = [item.TextValue for item in _walk(sr) if item.ConceptNameCodeSequence[0].CodeValue == "111002"]
+    assert "internal cross-validation: class AUC 0.90 ± 0.02" in parameters, "the card's validation figures"
+    seg = pydicom.dcmread(env.store.absolute(first["seg"].path))
+    assert seg.pixel_array.any(), "a lesion study's SEG has a region"
     with env.sessions() as s:
         deliveries = s.scalars(select(Delivery)).all()
         assert sorted(d.result_pk for d in deliveries) == sorted(r.id for r in first.values())
@@ -111,6 +128,29 @@ def test_stable_study_gets_results_outbox_and_late_instances_supersede(env: Simp
     assert predecessors == {first["sr"].sop_instance_uid}
     with env.sessions() as s:
         assert len(s.scalars(select(Delivery)).all()) == 6
+
+
+def test_a_study_without_a_lesion_gets_an_sr_saying_so_and_no_region(env: SimpleNamespace) -> None:
+    env.model.lesion = 0.2  # below the model's lesion threshold (0.5)
+    study_uid = archive_files(env.sessions, env.store, write_head_series(env.tmp / "mr", slices=16))
+    mark_stable(env.sessions, study_uid)
+    enqueue_stable_studies(env.sessions)
+    job = run_inference(env)
+    assert job.state is JobState.DONE
+    only = results(env.sessions, 1)
+    assert set(only) == {"sr"}, "no SEG, parametric map or key image without a lesion"
+    assert (only["sr"].predicted_class, round(only["sr"].probability, 3)) == ("none", 0.8)
+    sr = hd.sr.srread(env.store.absolute(only["sr"].path))
+    assert not sr.content.get_volumetric_roi_measurement_groups()
+    (group,) = sr.content.get_image_measurement_groups()
+    task = load_task()
+    evaluations = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}
+    assert evaluations[task.finding.code.value] == "272519000", "finding Absent"
+    assert task.finding.class_concept.value not in evaluations, "no class without a lesion"
+    (probability,) = group.get_measurements(name=rp_codes.LESION_PROBABILITY)
+    assert float(probability.value) == pytest.approx(0.2)
+    (evidence,) = sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence
+    assert len(evidence.ReferencedSOPSequence) == 16, "the evidence is the source series alone"
 
 
 def test_unmatched_study_is_skipped_with_the_reason(env: SimpleNamespace) -> None:

@@ -39,11 +39,12 @@ def test_predict_maps_attention_back_over_the_source(tmp_path: Path) -> None:
         assert batch.shape == (1, 1, 32, 32, 32) and batch.dtype == np.float32
         volume = batch[:, 0]
         attention = (volume >= 0.6 * volume.max()).astype(np.float32)
-        return SimpleNamespace(probabilities=np.array([[0.3, 0.7]]), attention=attention, model_version="4")
+        return SimpleNamespace(probabilities=np.array([[0.3, 0.7]]), lesion=np.array([[0.9]]), attention=attention,
+                               model_version="4")
 
     pred = predict(tmp_path / "mr", source, params, identity_model, ("first", "second"))
     assert (pred.predicted_class, pred.model_version) == ("second", "4")
-    assert pred.probability == 0.7
+    assert (pred.probability, pred.lesion_probability) == (0.7, 0.9)
     assert pred.attention.shape == (16, 40, 36)
     lesion = np.stack([ds.pixel_array for ds in source]) == 1000
     region = pred.attention >= 0.5

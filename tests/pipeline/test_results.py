@@ -12,7 +12,7 @@ from pydicom.uid import generate_uid
 
 from radpair.core.task import load_task
 from radpair.pipeline import codes
-from radpair.pipeline.results import Provenance
+from radpair.pipeline.results import Finding, Provenance
 from radpair.pipeline.results.pmap import build_parametric_map
 from radpair.pipeline.results.sc import BANNER, build_key_image
 from radpair.pipeline.results.seg import build_seg
@@ -33,16 +33,18 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
     prov = Provenance("radpair", "radpair_classifier", "7")
     seg = build_seg(source, heat >= 0.5, TASK, prov, generate_uid(), generate_uid(), 9001)
     pm = build_parametric_map(source, heat, TASK, prov, generate_uid(), generate_uid(), 9002)
-    sr = build_sr(source, seg, TASK, "BRAF-V600E", 0.8125, "infratentorial", prov,
+    sr = build_sr(source, seg, TASK, Finding(True, 0.97, "BRAF-V600E", 0.8125), "infratentorial", prov,
                   generate_uid(), generate_uid(), 9003, generate_uid())
+    no_lesion = build_sr(source, None, TASK, Finding(False, 0.03), None, prov, generate_uid(), generate_uid(), 9003,
+                         generate_uid(), library=source[:1])
     paths = {}
-    for name, ds in (("seg", seg), ("pm", pm), ("sr", sr)):
+    for name, ds in (("seg", seg), ("pm", pm), ("sr", sr), ("sr_no_lesion", no_lesion)):
         paths[name] = tmp / f"{name}.dcm"
         ds.save_as(paths[name], enforce_file_format=True)
     return {"source": source, "heat": heat, "paths": paths}
 
 
-@pytest.mark.parametrize("kind", ["seg", "pm", "sr"])
+@pytest.mark.parametrize("kind", ["seg", "pm", "sr", "sr_no_lesion"])
 def test_dciodvfy_reports_no_errors(written: dict, kind: str) -> None:
     assert dciodvfy_errors(written["paths"][kind]) == []
 

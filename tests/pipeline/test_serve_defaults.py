@@ -45,7 +45,7 @@ def _pid_alive(pid: int) -> bool:
 def _study(tmp_path: Path) -> CohortStudy:
     cohort_dir = tmp_path / "cohort"
     subprocess.run([sys.executable, "-m", "radpair", "cohort", "--out", str(cohort_dir), "--n", "1", "--seed", "5",
-                    "--size", "24", "40", "40", "--lesion-free-fraction", "0"], check=True, capture_output=True,
+                    "--lesion-free-fraction", "0"], check=True, capture_output=True,
                    timeout=300)
     (study,) = read_cohort(cohort_dir)
     return study

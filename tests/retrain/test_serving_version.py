@@ -34,7 +34,8 @@ def test_a_version_exported_by_hand_is_recorded_and_scored(tmp_path: Path) -> No
     assert (row.version, row.status) == (1, ModelStatus.SERVING)
     assert "found serving in the model repository" in row.reason
     metrics = json.loads(row.metrics)
-    assert metrics["n"] == 4 and 0.0 <= metrics["auc"] <= 1.0 and metrics["attention_dice"] is None
+    assert metrics["n"] == 4 and 0.0 <= metrics["auc"] <= 1.0 and metrics["dice_2d"] is None
+    assert metrics["sensitivity"] is not None and metrics["specificity"] is None, "no lesion-free study to score"
     assert json.loads(row.run_config) == {} and row.run_dir == "test-seed-3"
     with sessions() as session:
         stale = session.scalars(select(ModelVersion).where(ModelVersion.version == 7)).one()

@@ -20,7 +20,10 @@ def loss_and_grad(rows: slice) -> tuple[float, torch.Tensor]:
     """Loss over the global batch of 8 and the (DDP-averaged) gradient of one projection weight."""
     config = load_config(overrides=[*TINY, "pretrain.negatives_k=2"])
     torch.manual_seed(0)
-    model = ContrastiveModel(config).eval()  # batch-norm statistics must not depend on the split
+    # Training mode: the projection heads' batch norm takes its statistics over the global batch
+    # (all ranks' rows), so the split must not change them. The text encoder has dropout: eval.
+    model = ContrastiveModel(config).train()
+    model.text_encoder.eval()
     images = torch.randn(8, 1, 32, 32, 32, generator=torch.Generator().manual_seed(1))
     text = model.text_encoder.tokenize(REPORTS[rows])
     parts = model(images[rows], text, torch.tensor(LOCATIONS[rows]), torch.Generator().manual_seed(7))

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from radpair.core.gateway import ServingModel
+from radpair.core.model_card import OperatingPoints
 from radpair.core.preprocess import PreprocessParams
 from radpair.core.task import default_task_path, load_task
 from radpair.training.export import export_model
@@ -18,28 +19,28 @@ from radpair.training.models import build_classifier
 
 MODEL = "radpair_classifier"
 CLASSES = load_task().class_names
-SMALL = {"depth": 10, "widths": [8, 8, 16, 16], "head_hidden": 16, "dropout": 0.0, "num_classes": len(CLASSES)}
+SMALL = {"depth": 10, "widths": [8, 8, 16, 16], "head_hidden": 16, "region_channels": 8, "dropout": 0.0,
+         "num_classes": len(CLASSES)}
 PARAMS = PreprocessParams(spatial_size=(32, 32, 32))
 
 # A small, fast training configuration for CPU tests: ResNet-10 with narrow stages, short text.
 TINY = [
-    "image.depth=10", "image.widths=[8, 16, 32, 64]", "image.head_hidden=16",
+    "image.depth=10", "image.widths=[8, 16, 32, 64]", "image.head_hidden=16", "image.region_channels=16",
     "text.max_length=48", "pretrain.embed_dim=32", "pretrain.batch_size=8",
-    "finetune.batch_size=4", "finetune.folds=2", "finetune.warmup_epochs=1", "finetune.step_size=1",
+    "finetune.batch_size=4", "finetune.folds=2", "finetune.warmup_epochs=1",
 ]
 
 
 def small_classifier(seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    model = build_classifier(SMALL).eval()
-    # The attention layer starts with gamma = 0 (no effect); give it one so outputs depend on it.
-    with torch.no_grad():
-        model.encoder.attention.gamma.fill_(0.5)
-    return model
+    return build_classifier(SMALL).eval()
 
 
 def export_small(repo: Path, seed: int) -> int:
-    return export_model(small_classifier(seed), PARAMS, CLASSES, {"run": f"test-seed-{seed}", "metrics": {"auc": 0.5 + seed / 100}},
+    # An untrained model's lesion probability is noise: at threshold 0 every study is a lesion
+    # study, so the tests that serve it see the full set of results (SR, SEG, map).
+    metrics = {"auc": 0.5 + seed / 100, "operating_points": {"lesion_threshold": 0.0, "attention_threshold": 0.5}}
+    return export_model(small_classifier(seed), PARAMS, CLASSES, {"run": f"test-seed-{seed}", "metrics": metrics},
                         repo, MODEL, "cpu", max_batch_size=8).version
 
 
@@ -70,12 +71,16 @@ def _toml(value: object) -> str:
 
 
 class BrightestVoxelModel:
-    """A ModelGateway whose "model" attends to the brightest voxels and always says the last class."""
+    """A ModelGateway whose "model" attends to the brightest voxels, finds a lesion with probability
+    ``lesion`` and always says the last class."""
 
-    def __init__(self, params: PreprocessParams = PARAMS, classes: tuple[str, ...] = CLASSES) -> None:
+    def __init__(self, params: PreprocessParams = PARAMS, classes: tuple[str, ...] = CLASSES, lesion: float = 0.9,
+                 operating: OperatingPoints = OperatingPoints(lesion_threshold=0.5, attention_threshold=0.6)) -> None:
         self.calls = 0
         self.params = params
         self.classes = classes
+        self.lesion = lesion
+        self.operating = operating
 
     def serving(self, model_name: str) -> ServingModel:
         def infer(batch: np.ndarray) -> SimpleNamespace:
@@ -83,6 +88,8 @@ class BrightestVoxelModel:
             volume = batch[:, 0]
             probabilities = np.full((1, len(self.classes)), 0.25 / max(len(self.classes) - 1, 1))
             probabilities[0, -1] = 0.75
-            return SimpleNamespace(probabilities=probabilities,
-                                   attention=(volume >= 0.6 * volume.max()).astype(np.float32), model_version="3")
-        return ServingModel(model_name, "3", self.params, self.classes, infer)
+            return SimpleNamespace(probabilities=probabilities, lesion=np.full((1, 1), self.lesion),
+                                   attention=np.clip(volume / max(float(volume.max()), 1e-6), 0, 1).astype(np.float32),
+                                   model_version="3")
+        return ServingModel(model_name, "3", self.params, self.classes, infer, self.operating,
+                            ("internal cross-validation: class AUC 0.90 ± 0.02",))

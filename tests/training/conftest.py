@@ -13,10 +13,10 @@ from radpair.core.task import TaskDefinition, load_task
 from tests.support.models import task_file
 
 
-def _cohort(out: Path, n: int, seed: int, shift: str) -> subprocess.Popen:
+def _cohort(out: Path, n: int, seed: int, shift: str, lesion_free: float = 0.1) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "radpair", "cohort", "--out", str(out), "--n", str(n), "--seed", str(seed),
-         "--shift", shift, "--size", "32", "32", "32", "--workers", "1"],
+         "--shift", shift, "--size", "32", "32", "32", "--workers", "1", "--lesion-free-fraction", str(lesion_free)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -25,7 +25,7 @@ def _cohort(out: Path, n: int, seed: int, shift: str) -> subprocess.Popen:
 def cohorts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cohorts")
     folders = {"internal": root / "internal", "external": root / "external"}
-    jobs = [_cohort(folders["internal"], 16, 1, "none"), _cohort(folders["external"], 6, 2, "external")]
+    jobs = [_cohort(folders["internal"], 16, 1, "none", 0.25), _cohort(folders["external"], 6, 2, "external")]
     for job in jobs:
         output, _ = job.communicate(timeout=300)
         assert job.returncode == 0, output

@@ -1,4 +1,4 @@
-"""training.models: the classifier contract (shapes, [0,1] attention, traceability) and checkpoints."""
+"""training.models: the classifier contract (shapes, [0,1] attention on a fine grid, traceability) and checkpoints."""
 
 from __future__ import annotations
 
@@ -7,26 +7,36 @@ import torch
 
 from radpair.training.models import ImageEncoder, build_classifier, load_image_checkpoint
 
-SMALL = {"depth": 10, "widths": [8, 16, 32, 64], "head_hidden": 16, "num_classes": 2}
+SMALL = {"depth": 10, "widths": [8, 16, 32, 64], "head_hidden": 16, "region_channels": 16, "num_classes": 2}
 
 
 def test_forward_contract_shapes_and_ranges():
     torch.manual_seed(0)
     model = build_classifier(SMALL).eval()
     x = torch.randn(2, 1, 32, 32, 32)
-    probabilities, attention, embedding = model(x)
+    probabilities, lesion, attention, embedding = model(x)
     assert probabilities.shape == (2, 2) and torch.allclose(probabilities.sum(1), torch.ones(2))
+    assert lesion.shape == (2, 1) and float(lesion.min()) >= 0.0 and float(lesion.max()) <= 1.0
     assert attention.shape == (2, 32, 32, 32)
     assert float(attention.min()) >= 0.0 and float(attention.max()) <= 1.0
-    assert float(attention.max()) > 0.5  # min–max normalised, not a constant map
-    assert embedding.shape == (2, 64)
+    assert float(attention.max()) > 0.5  # scaled to its maximum, not a constant map
+    assert embedding.shape == (2, 16 + 3)  # attended regions + the attention's centroid
+
+
+@pytest.mark.parametrize(("size", "grid"), [(32, 8), (64, 16)])
+def test_attention_lives_on_a_grid_fine_enough_for_a_lesion(size, grid):
+    """Stage 2 of a stride-2-stem ResNet: input / 4 cells per axis (the last stage would give / 16)."""
+    encoder = ImageEncoder(SMALL).eval()
+    with torch.no_grad():
+        out = encoder(torch.randn(1, 1, size, size, size))
+    assert out["regions"].shape[2:] == (grid, grid, grid)
+    assert out["attention"].shape == (1, grid ** 3)
+    assert torch.allclose(out["attention"].sum(1), torch.ones(1))
 
 
 def test_trace_matches_eager():
     torch.manual_seed(0)
     model = build_classifier(SMALL).eval()
-    with torch.no_grad():
-        model.encoder.attention.gamma.fill_(0.5)  # exercise the attention path, not just the residual
     x = torch.randn(2, 1, 32, 32, 32)
     traced = torch.jit.trace(model, x)
     other = torch.randn(3, 1, 32, 32, 32)  # another batch size goes through the traced graph too
@@ -59,7 +69,7 @@ def test_medicalnet_style_checkpoint_loads(tmp_path):
 
 
 def test_the_classifier_has_one_output_per_task_class():
-    probabilities, _, _ = build_classifier({**SMALL, "num_classes": 3}).eval()(torch.randn(2, 1, 32, 32, 32))
+    probabilities, _, _, _ = build_classifier({**SMALL, "num_classes": 3}).eval()(torch.randn(2, 1, 32, 32, 32))
     assert probabilities.shape == (2, 3)
     with pytest.raises(ValueError, match="num_classes"):
         build_classifier({k: v for k, v in SMALL.items() if k != "num_classes"})

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 from monai.data import MetaTensor
+from monai.transforms import NormalizeIntensity
 
-from radpair.core.preprocess import PreprocessParams, build_transforms, invert_to_source
+from radpair.core.preprocess import HeadNormalize, PreprocessParams, _otsu, build_transforms, invert_to_source
 from tests.support.dicom import write_series
 
 SHAPE = (20, 40, 48)  # slices, rows, cols
@@ -40,9 +41,28 @@ def test_series_becomes_normalised_64_cube(series_dir):
     assert isinstance(out, MetaTensor)
     assert tuple(out.shape) == (1, 64, 64, 64) and out.dtype == torch.float32
     assert np.allclose(np.abs(np.diag(out.affine.numpy())[:3]), 3.0)
-    foreground = out[out != 0]
-    # Normalised on the source voxels (zero mean, unit std there); resampling keeps it near that.
-    assert abs(float(foreground.mean())) < 0.2 and 0.7 < float(foreground.std()) < 1.3
+    head = out[out > _otsu(out.numpy())]
+    # Normalised on the source's head voxels (zero mean, unit std there); resampling keeps it near that.
+    assert abs(float(head.mean())) < 0.3 and 0.6 < float(head.std()) < 1.4
+
+
+def test_head_normalisation_ignores_how_much_noisy_air_the_field_of_view_holds():
+    """An MR background is noise, not zero: a larger field of view (more air) moved every value of
+    the non-zero z-score, which a model then reads as a different scanner. The head z-score does not move."""
+    rng = np.random.default_rng(0)
+    head = np.zeros((40, 40, 40), np.float32)
+    head[10:30, 10:30, 10:30] = 1000.0 + 50.0 * rng.standard_normal((20, 20, 20))
+    small = np.abs(head + 20.0 * rng.standard_normal(head.shape)).astype(np.float32)
+    large = np.abs(np.pad(head, 20) + 20.0 * rng.standard_normal((80, 80, 80))).astype(np.float32)
+    inside = (slice(15, 25),) * 3
+    inside_large = (slice(35, 45),) * 3
+
+    def brain(normaliser, volume, where):
+        return float(normaliser(torch.as_tensor(volume)[None])[0][where].mean())
+
+    nonzero = NormalizeIntensity(nonzero=True, channel_wise=True)
+    assert abs(brain(nonzero, small, inside) - brain(nonzero, large, inside_large)) > 0.5
+    assert abs(brain(HeadNormalize(), small, inside) - brain(HeadNormalize(), large, inside_large)) < 0.05
 
 
 def test_percentile_normalisation_is_in_unit_range(series_dir):

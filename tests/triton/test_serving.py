@@ -43,17 +43,17 @@ def test_export_writes_both_variants_with_card_and_preprocess(triton_repo: Model
     files = triton_repo.version(MODEL, 1)
     card = files.card()
     assert card["version"] == 1 and card["class_names"] == ["BRAF-fusion", "BRAF-V600E"]
-    assert card["run"] == "test-seed-1" and card["metrics"] == {"auc": 0.51}
+    assert card["run"] == "test-seed-1" and card["metrics"]["auc"] == 0.51
     assert card["io"]["attention"] == [32, 32, 32] and card["parity_max_abs_diff"] < 1e-4
     assert files.preprocess()["spatial_size"] == [32, 32, 32]
     python = read_config(triton_repo.root / MODEL / "config.pbtxt")
     assert python.backend == "python" and python.max_batch_size == 8
     assert list(python.input[0].dims) == [1, 32, 32, 32] and python.dynamic_batching.max_queue_delay_microseconds > 0
-    assert [o.name for o in python.output] == ["probabilities", "attention", "embedding"]
+    assert [o.name for o in python.output] == ["probabilities", "lesion", "attention", "embedding"]
     assert list(python.version_policy.specific.versions) == [1]
     native = read_config(triton_repo.root / (MODEL + LIBTORCH_SUFFIX) / "config.pbtxt")
     assert native.platform == "pytorch_libtorch"
-    assert [o.name for o in native.output] == ["probabilities__0", "attention__1", "embedding__2"]
+    assert [o.name for o in native.output] == ["probabilities__0", "lesion__1", "attention__2", "embedding__3"]
     linked = triton_repo.root / (MODEL + LIBTORCH_SUFFIX) / "1" / "model.pt"
     assert linked.is_symlink() and linked.resolve() == (files.path / "model.pt").resolve()
     # The native variant's artifact is a plain TorchScript module taking `volume`.
@@ -64,7 +64,7 @@ def test_export_writes_both_variants_with_card_and_preprocess(triton_repo: Model
 def test_export_refuses_a_different_signature_and_a_bad_model(tmp_path: Path) -> None:
     export_small(tmp_path, seed=1)
     with pytest.raises(ExportError, match="another name"):
-        export_model(small_classifier(1), type(PARAMS)(spatial_size=(16, 16, 16)), ("a", "b"), {}, tmp_path, MODEL)
+        export_model(small_classifier(1), type(PARAMS)(spatial_size=(24, 24, 24)), ("a", "b"), {}, tmp_path, MODEL)
     assert [v.version for v in ModelRepository(tmp_path).versions(MODEL)] == [1]
     with pytest.raises(ExportError, match="class names"):
         export_model(small_classifier(1), PARAMS, ("only-one",), {}, tmp_path, "other")
@@ -78,7 +78,7 @@ def test_infer_matches_in_process_torch(client: TritonClient) -> None:
     result = client.infer(x)
     assert result.model_version == "1"
     expected = eager(1, x)
-    for got, want in zip((result.probabilities, result.attention, result.embedding), expected):
+    for got, want in zip((result.probabilities, result.lesion, result.attention, result.embedding), expected):
         assert got.shape == want.shape
         assert float(np.abs(got - want).max()) < 1e-4
     assert np.allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)

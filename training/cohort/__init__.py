@@ -33,7 +33,7 @@ class CohortStudy:
     patient_id: str
     study_uid: str
     accession_number: str
-    label: str  # one of the task's classes, "" when lesion-free
+    label: str  # one of the task's classes; its absent label (e.g. "none") when lesion-free
     label_index: int  # index into the task's classes, -1 when lesion-free
     location: str  # one of the task's locations, "none" when lesion-free
     site: str  # e.g. "left frontal lobe", "" when lesion-free

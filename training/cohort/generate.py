@@ -23,11 +23,27 @@ import numpy as np
 from tqdm import tqdm
 
 from radpair.core.task import TaskDefinition
-from radpair.training.cohort import DEFAULT_SIZE, GENERATOR_VERSION, LABEL_COLUMNS, NO_LOCATION
-from radpair.training.cohort.dicom_writer import Geometry, StudyInfo, write_mask, write_mr_series, write_report_sr
+from radpair.training.cohort import (
+    DEFAULT_SIZE,
+    GENERATOR_VERSION,
+    LABEL_COLUMNS,
+    NO_LOCATION,
+)
+from radpair.training.cohort.dicom_writer import (
+    Geometry,
+    StudyInfo,
+    write_mask,
+    write_mr_series,
+    write_report_sr,
+)
 from radpair.training.cohort.lesions import paint_lesion, sample_lesion
 from radpair.training.cohort.phantom import Head, bias_field, rician
-from radpair.training.cohort.reports import Measurement, lesion_report, normal_report, report_text
+from radpair.training.cohort.reports import (
+    Measurement,
+    lesion_report,
+    normal_report,
+    report_text,
+)
 from radpair.training.cohort.shifts import Shift
 
 log = logging.getLogger(__name__)
@@ -132,7 +148,8 @@ def generate_study(spec: CohortSpec, index: int) -> tuple[dict, dict]:
     write_mask(root / "mask.nii.gz", mask, geometry)
     row = {
         "patient_id": info.patient_id, "study_uid": info.study_uid, "accession_number": info.accession,
-        "label": lesion.label if lesion else "", "label_index": lesion.label_index if lesion else -1,
+        "label": lesion.label if lesion else spec.task.finding.absent_label,
+        "label_index": lesion.label_index if lesion else -1,
         "location": lesion.location if lesion else NO_LOCATION, "site": lesion.site if lesion else "",
         "has_lesion": int(has_lesion), "lesion_volume_mm3": round(volume_mm3, 1),
         "series_dir": str(folder / "MR"), "report_path": str(folder / "SR" / "report.dcm"),
@@ -174,7 +191,7 @@ def generate_cohort(spec: CohortSpec, workers: int = 2) -> dict:
                    "class_given_location": {c.name: c.prior for c in spec.task.cohort.classes}},
         "counts": {
             "studies": len(rows), "lesion_free": sum(1 for r in rows if not r["has_lesion"]),
-            "label": {name: sum(1 for r in rows if r["label"] == name) for name in sorted({r["label"] for r in rows} - {""})},
+            "label": {name: sum(1 for r in rows if r["label"] == name) for name in sorted({r["label"] for r in rows})},
             "location": {name: sum(1 for r in rows if r["location"] == name) for name in sorted({r["location"] for r in rows})},
         },
     }
