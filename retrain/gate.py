@@ -15,9 +15,10 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from radpair.core.model_card import OperatingPoints
 from radpair.core.preprocess import PreprocessParams
 from radpair.training.data import PairedStudy, volume_dataset
-from radpair.training.evaluate import OperatingPoints, Predictions, scores
+from radpair.training.evaluate import Predictions, scores
 
 
 @dataclass(frozen=True)
