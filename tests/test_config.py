@@ -78,3 +78,12 @@ def test_task_file_errors_name_the_key_and_the_file(tmp_path: Path) -> None:
         load_task(bad)
     with pytest.raises(ConfigError, match="task file .* does not exist"):
         load_task(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("path", ["triton_models/shipped_model.toml", "tests/bench/configs/gpu.toml"])
+def test_committed_training_configs_load(path: str) -> None:
+    """The shipped model's and the GPU benchmark's configurations stay valid as the schema moves."""
+    from radpair.training.config import load_config
+
+    config = load_config(Path(__file__).parent.parent / path, environ={})
+    assert config.pretrain.batch_size >= 2 and config.finetune.folds >= 2

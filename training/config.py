@@ -41,6 +41,9 @@ class ImageConfig:
     # The ResNet stage whose grid the attention lives on (2: 16³ for a 64³ input).
     attention_stage: int = 2
     region_channels: int = 128
+    # "regions": evidence scored on the merged features; "local": on the stage below, max-pooled
+    # onto the grid (training/models.py).
+    evidence: Literal["regions", "local"] = "local"
     frozen_stages: int = 0
     dropout: float = 0.25
     head_hidden: int = 256
@@ -51,7 +54,7 @@ class ImageConfig:
         return {
             "depth": self.depth, "widths": list(self.widths), "in_channels": 1, "stem_stride": self.stem_stride,
             "max_pool": self.max_pool, "norm": self.norm, "attention_stage": self.attention_stage,
-            "region_channels": self.region_channels, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
+            "region_channels": self.region_channels, "evidence": self.evidence, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
             "head_hidden": self.head_hidden,
         }
 

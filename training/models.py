@@ -3,9 +3,10 @@
 The image encoder is a MONAI 3D ResNet. Its stages are merged top-down into one feature map on a
 fine grid (a feature pyramid: each deeper stage is projected by a 1×1×1 convolution, upsampled and
 added to the shallower one), so every region of ``attention_stage``'s grid — 16³ for a 64³ input
-with a stride-2 stem, 12 mm cells — sees both local detail and deep context. A 1×1×1 convolution
-scores each region's evidence; the softmax of the scores over the regions is the attention, the
-attention-weighted mean of the regions (and the attention's centroid, where the finding is) is the
+with a stride-2 stem, 12 mm cells — sees both local detail and deep context. A small head on the
+stage below the grid scores each cell's evidence from what is in it (``evidence="local"``; scored
+on the merged features instead, the attention learnt to settle beside the lesion); the softmax of
+the scores over the regions is the attention, the attention-weighted mean of the regions (and the attention's centroid, where the finding is) is the
 global representation, and the attention, upsampled to the input, is the explanation. Pre-training
 trains it by aligning the attended image with its report; fine-tuning by the lesion and class
 losses. (The paper's self-attention on the last stage gives a 4³ grid at 64³, too coarse to put a
@@ -50,6 +51,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "attention_stage": 2,
     # Channels of the merged region features.
     "region_channels": 128,
+    # What scores a region's evidence: "regions" (the merged features, deep context included) or
+    # "local" (a small head on the stage below the attention grid, max-pooled onto it: evidence
+    # from what is in the cell, so the attention cannot settle beside the finding).
+    "evidence": "local",
     "frozen_stages": 0,
     "dropout": 0.25,
     "head_hidden": 256,
@@ -72,6 +77,8 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError("frozen_stages must be between 0 and 4")
     if not 1 <= resolved["attention_stage"] <= 4:
         raise ValueError("attention_stage must be between 1 and 4")
+    if resolved["evidence"] not in ("regions", "local"):
+        raise ValueError(f"evidence must be 'regions' or 'local', got {resolved['evidence']!r}")
     if resolved["norm"] not in ("instance", "batch"):
         raise ValueError(f"norm must be 'instance' or 'batch', got {resolved['norm']!r}")
     resolved["widths"] = [int(w) for w in resolved["widths"]]
@@ -123,7 +130,12 @@ class ImageEncoder(nn.Module):
         # No normalisation here: an instance norm would fix every channel's mean over the regions,
         # so the attended mean would be nearly the same vector for every study.
         self.smooth = nn.Sequential(nn.Conv3d(channels, channels, 3, padding=1), nn.ReLU(inplace=True))
-        self.evidence = nn.Conv3d(channels, 1, 1)
+        if self.config["evidence"] == "local":
+            below = widths[stage - 2] if stage > 1 else self.config["widths"][0]
+            self.evidence = nn.Sequential(nn.Conv3d(below, channels // 2, 3, padding=1), nn.ReLU(inplace=True),
+                                          nn.Conv3d(channels // 2, 1, 1))
+        else:
+            self.evidence = nn.Conv3d(channels, 1, 1)
         self.out_channels = channels + 3  # attended regions + the attention's centroid
         self.region_channels = channels
         self.frozen = self._frozen_modules(self.config["frozen_stages"])
@@ -149,17 +161,24 @@ class ImageEncoder(nn.Module):
         bb = self.backbone
         h = bb.act(bb.bn1(bb.conv1(x)))
         h = bb.maxpool(h) if not bb.no_max_pool else h
+        stem = h
         stages = []
         for i in range(1, 5):
             h = getattr(bb, f"layer{i}")(h)
             stages.append(h)
-        stages = stages[self.config["attention_stage"] - 1:]
+        stage = self.config["attention_stage"]
+        below = stages[stage - 2] if stage > 1 else stem
+        stages = stages[stage - 1:]
         merged = self.lateral[-1](stages[-1])
         for lateral, feature in zip(reversed(self.lateral[:-1]), reversed(stages[:-1])):
             merged = lateral(feature) + F.interpolate(merged, size=feature.shape[2:], mode="trilinear", align_corners=False)
         regions = self.smooth(merged)
         flat = regions.flatten(2)
-        attention = torch.softmax(self.evidence(regions).flatten(1), dim=1)
+        if self.config["evidence"] == "local":
+            evidence = F.adaptive_max_pool3d(self.evidence(below), regions.shape[2:])
+        else:
+            evidence = self.evidence(regions)
+        attention = torch.softmax(evidence.flatten(1), dim=1)
         attended = torch.bmm(flat, attention.unsqueeze(2)).squeeze(2)
         grid = _grid(regions.shape[2:], regions.device, regions.dtype)
         centroid = attention @ grid

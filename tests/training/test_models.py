@@ -10,9 +10,10 @@ from radpair.training.models import ImageEncoder, build_classifier, load_image_c
 SMALL = {"depth": 10, "widths": [8, 16, 32, 64], "head_hidden": 16, "region_channels": 16, "num_classes": 2}
 
 
-def test_forward_contract_shapes_and_ranges():
+@pytest.mark.parametrize("evidence", ["regions", "local"])
+def test_forward_contract_shapes_and_ranges(evidence):
     torch.manual_seed(0)
-    model = build_classifier(SMALL).eval()
+    model = build_classifier({**SMALL, "evidence": evidence}).eval()
     x = torch.randn(2, 1, 32, 32, 32)
     probabilities, lesion, attention, embedding = model(x)
     assert probabilities.shape == (2, 2) and torch.allclose(probabilities.sum(1), torch.ones(2))
@@ -23,10 +24,11 @@ def test_forward_contract_shapes_and_ranges():
     assert embedding.shape == (2, 16 + 3)  # attended regions + the attention's centroid
 
 
+@pytest.mark.parametrize("evidence", ["regions", "local"])
 @pytest.mark.parametrize(("size", "grid"), [(32, 8), (64, 16)])
-def test_attention_lives_on_a_grid_fine_enough_for_a_lesion(size, grid):
+def test_attention_lives_on_a_grid_fine_enough_for_a_lesion(size, grid, evidence):
     """Stage 2 of a stride-2-stem ResNet: input / 4 cells per axis (the last stage would give / 16)."""
-    encoder = ImageEncoder(SMALL).eval()
+    encoder = ImageEncoder({**SMALL, "evidence": evidence}).eval()
     with torch.no_grad():
         out = encoder(torch.randn(1, 1, size, size, size))
     assert out["regions"].shape[2:] == (grid, grid, grid)
@@ -34,9 +36,10 @@ def test_attention_lives_on_a_grid_fine_enough_for_a_lesion(size, grid):
     assert torch.allclose(out["attention"].sum(1), torch.ones(1))
 
 
-def test_trace_matches_eager():
+@pytest.mark.parametrize("evidence", ["regions", "local"])
+def test_trace_matches_eager(evidence):
     torch.manual_seed(0)
-    model = build_classifier(SMALL).eval()
+    model = build_classifier({**SMALL, "evidence": evidence}).eval()
     x = torch.randn(2, 1, 32, 32, 32)
     traced = torch.jit.trace(model, x)
     other = torch.randn(3, 1, 32, 32, 32)  # another batch size goes through the traced graph too

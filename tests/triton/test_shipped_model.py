@@ -92,11 +92,11 @@ def test_shipped_model_still_finds_lesions_and_their_class_on_unseen_studies(tmp
     pred = predict(model, volume_dataset(studies, params, with_masks=True, cache=False), list(range(len(studies))),
                    torch.device("cpu"), 8, params)
     result = scores(pred, classes, operating)
-    # The bar is 0.75; the shipped model measured 0.725 on this cohort (0.775 in its own
+    # The bar is 0.75; the shipped model measured 0.733 on this cohort (0.783 in its own
     # cross-validation). 0.70 still fails a regression to the old constant model (0.5).
     assert result["auc"] >= 0.70, result
     assert result["specificity"] >= 0.8 and result["sensitivity"] >= 0.8, result
     overlapping = [bool(((overlay >= operating.attention_threshold) & mask).any()) for overlay, mask in pred.overlays]
-    # The bar is "most"; the shipped model's overlay touched 48 % here (its attention peaks
-    # about 10 voxels off the lesion: see docs/training.md). 35 % still fails an overlay that misses.
-    assert len(overlapping) >= 20 and np.mean(overlapping) > 0.35, f"the overlay touches {np.mean(overlapping):.0%} of lesions"
+    # "Most" lesions: the shipped model's overlay touched 91 % of them here (the previous model,
+    # whose attention settled ~10 voxels beside the lesion, 48 %).
+    assert len(overlapping) >= 20 and np.mean(overlapping) > 0.7, f"the overlay touches {np.mean(overlapping):.0%} of lesions"
