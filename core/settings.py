@@ -128,6 +128,9 @@ class PipelineSettings:
     max_attempts: int = 5
     backoff_base: float = 2.0
     backoff_max: float = 300.0
+    # Seconds of backing off after which a job whose peer (PACS, Triton) stays unreachable or out
+    # of resources (0xA7xx) is dead-lettered; `radpair jobs retry` re-queues it.
+    retry_horizon: float = 86400.0
     # Also send a burned-in Secondary Capture key image (labelled NOT FOR DIAGNOSIS).
     secondary_capture: bool = False
     algorithm_name: str = "radpair"
@@ -244,6 +247,8 @@ def _check_pipeline(p: PipelineSettings) -> None:
         raise ConfigError("settings key 'pipeline.workers' must be >= 1")
     if p.max_attempts < 1:
         raise ConfigError("settings key 'pipeline.max_attempts' must be >= 1")
+    if p.retry_horizon <= 0:
+        raise ConfigError("settings key 'pipeline.retry_horizon' must be > 0 seconds")
     if p.heartbeat_interval >= p.lease_seconds:
         raise ConfigError("settings key 'pipeline.heartbeat_interval' must be < 'pipeline.lease_seconds'")
     names = [d.name for d in p.destinations]
