@@ -53,6 +53,21 @@ class ListenerSettings:
     # Seconds without a new instance after which a study counts as complete.
     stable_age: float = 60.0
     stability_check_interval: float = 1.0
+    # Bounds on the work one instance may cause; beyond them it is refused (0xC000) and quarantined.
+    max_instance_size: int = 2 * 1024**3
+    # A Deflated Explicit VR dataset may inflate to at most this many bytes (a deflate bomb stops here).
+    max_inflated_size: int = 256 * 1024**2
+    max_sequence_depth: int = 32
+    max_sequence_items: int = 1_000_000
+    # An SR beyond these is archived but its text is not extracted as a report (logged at WARNING).
+    report_max_items: int = 10_000
+    report_max_depth: int = 24
+    report_max_text: int = 1_000_000
+    report_timeout: float = 5.0
+    # Refuse (A-ASSOCIATE-RJ "called AE title not recognised") a peer calling another AE title.
+    check_called_ae: bool = True
+    # Seconds between re-resolutions of the host names in allowed_peers.
+    peer_resolve_ttl: float = 300.0
 
 
 @dataclass
@@ -228,6 +243,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("settings key 'listener.ae_title' must be 1-16 characters")
     if lst.stable_age <= 0:
         raise ConfigError("settings key 'listener.stable_age' must be > 0 seconds")
+    for key in ("max_instance_size", "max_inflated_size", "max_sequence_depth", "max_sequence_items",
+                "report_max_items", "report_max_depth", "report_max_text", "report_timeout", "peer_resolve_ttl"):
+        if getattr(lst, key) <= 0:
+            raise ConfigError(f"settings key 'listener.{key}' must be > 0")
     if lst.max_associations < 1:
         raise ConfigError("settings key 'listener.max_associations' must be >= 1")
     if bool(lst.tls_cert) != bool(lst.tls_key):
