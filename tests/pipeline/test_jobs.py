@@ -198,3 +198,39 @@ def test_inference_waits_while_triton_is_down_and_is_not_run_when_triton_is_off(
         assert (job.state, job.attempts, job.waits) == (JobState.PENDING, 0, 1)
         assert job.last_error.startswith("TritonUnavailable:")
     engine.dispose()
+
+
+def test_routing_reads_files_outside_any_transaction(tmp_path) -> None:  # noqa: ANN001
+    """A file that does not answer while the pipeline routes a study (a FIFO nobody writes yet:
+    a hung NFS read, a deflate bomb being inflated) must not stall other writers: on SQLite every
+    transaction holds the write lock, so a transaction open across the read would block this
+    UPDATE until the read ends (before, routing read headers inside its session)."""
+    import os
+
+    from radpair.core.models import Instance, Study
+    from radpair.core.store import InstanceStore
+    from radpair.pipeline.rules import Route, route
+
+    settings, engine, sessions = _stable_study(tmp_path, f"sqlite:///{tmp_path / 'radpair.db'}")
+    store = InstanceStore(settings.store_dir)
+    with sessions() as s:
+        study = s.scalars(select(Study)).one()
+        first = store.absolute(min(s.scalars(select(Instance.path))))
+    data = first.read_bytes()
+    first.unlink()
+    os.mkfifo(first)
+    routed: list[object] = []
+    reader = threading.Thread(target=lambda: routed.append(route(settings, sessions, study, store)), daemon=True)
+    reader.start()
+    writer = threading.Thread(target=lambda: make_due(sessions, 0), daemon=True)
+    writer.start()
+    writer.join(20)
+    blocked_writer = writer.is_alive()
+    fifo = os.open(first, os.O_RDWR)  # never blocks, reader or not: let the routing read finish
+    os.write(fifo, data)
+    reader.join(20)
+    writer.join(20)
+    os.close(fifo)
+    assert not blocked_writer, "a write waited for the routing's file read"
+    assert isinstance(routed[0], Route)
+    engine.dispose()
