@@ -109,6 +109,15 @@ class WorkerPool:
 
     def run_one(self, job: ClaimedJob, owner: str) -> None:
         heartbeat = _Heartbeat(self.queue, job.id, owner, self.heartbeat_interval)
+        try:
+            self._run_and_settle(job, owner, heartbeat)
+        except Exception:  # noqa: BLE001 - the database went away while the outcome was recorded
+            log.exception("job %d %s: its outcome could not be recorded; it runs again when its lease expires",
+                          job.id, job.key)
+        finally:
+            heartbeat.stop()
+
+    def _run_and_settle(self, job: ClaimedJob, owner: str, heartbeat: _Heartbeat) -> None:
         start = time.perf_counter()
         try:
             note = self.handlers[job.kind](job, heartbeat.check)
@@ -138,5 +147,3 @@ class WorkerPool:
         else:
             self.queue.complete(job.id, owner)
             log.info("job %d %s done in %.2fs: %s", job.id, job.key, time.perf_counter() - start, note)
-        finally:
-            heartbeat.stop()
