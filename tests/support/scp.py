@@ -4,6 +4,8 @@ It stands for a PACS whose disk fills up and frees again: while the file ``answe
 holds a status in hex (``A700``, ``C000``), every C-STORE gets that status and nothing is stored;
 without it, the instance is written under ``stored/`` and 0x0000 is answered. Every request is
 appended to ``requests.log`` (``<status> <SOP Instance UID>``), so a test counts what arrived.
+With :meth:`delay` set, each C-STORE is answered only after that many seconds (``arrived`` is
+touched first), so a test can kill the sender while a C-STORE is in flight.
 """
 
 from __future__ import annotations
@@ -31,6 +33,18 @@ class ControlledSCP:
             path.unlink(missing_ok=True)
         else:
             path.write_text(f"{status:04X}")
+
+    def delay(self, seconds: float | None) -> None:
+        """Hold each answer ``seconds`` (None: answer at once)."""
+        path = self.folder / "delay"
+        if seconds is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(str(seconds))
+
+    def in_flight(self) -> bool:
+        """Whether a C-STORE has arrived that is (or was) held by :meth:`delay`."""
+        return (self.folder / "arrived").exists()
 
     def requests(self) -> list[tuple[int, str]]:
         log = self.folder / "requests.log"
@@ -67,6 +81,10 @@ def _serve(port: int, aet: str, folder: Path) -> None:
 
     def on_store(event: evt.Event) -> int:
         uid = str(event.request.AffectedSOPInstanceUID)
+        delay = folder / "delay"
+        if delay.exists():
+            (folder / "arrived").touch()
+            time.sleep(float(delay.read_text()))
         answer = folder / "answer"
         status = int(answer.read_text(), 16) if answer.exists() else 0
         if status == 0:
