@@ -20,7 +20,6 @@ from collections.abc import Iterator
 from io import BytesIO
 
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import read_dataset
 from pydicom.tag import Tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
@@ -77,6 +76,8 @@ _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_VRS = frozenset(vr.encode() for vr in (
+    "AE AS AT CS DA DS DT FL FD IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR US UT UV".split()))
 _INFLATE_CHUNK = 1024 * 1024
 
 
@@ -169,7 +170,7 @@ def _file_meta(part10: bytes) -> tuple[int, str]:
     if len(part10) < 132 or part10[128:132] != b"DICM":
         raise HeaderError("dataset does not parse: no DICOM File Meta header")
     pos, syntax = 132, ""
-    while pos + 8 <= len(part10) and struct.unpack_from("<H", part10, pos)[0] == 0x0002:
+    while pos + 12 <= len(part10) and struct.unpack_from("<H", part10, pos)[0] == 0x0002:
         element, vr = struct.unpack_from("<H", part10, pos + 2)[0], part10[pos + 4:pos + 6]
         if vr in _LONG_VRS:
             start = pos + 12
@@ -232,6 +233,8 @@ def check_structure(part10: bytes, transfer_syntax_uid: str = "", limits: Listen
     implicit, little = syntax == ImplicitVRLittleEndian, syntax != ExplicitVRBigEndian
     if syntax == DeflatedExplicitVRLittleEndian:
         body = inflate_bounded(body, limits.max_inflated_size)
+    if len(body) >= 6:  # what the first element looks like wins over what the meta says, as in pydicom
+        implicit = bytes(body[4:6]) not in _VRS
     walk(body, implicit, little, max_items or limits.max_sequence_items, max_depth or limits.max_sequence_depth)
     return body, implicit, little
 
@@ -299,7 +302,7 @@ def read_header(part10: bytes, transfer_syntax_uid: str) -> InstanceHeader:
         }
     except InvalidUID as exc:
         raise HeaderError(str(exc)) from exc
-    except (InvalidDicomError, ValueError, KeyError, TypeError, EOFError, OSError, NotImplementedError) as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever pydicom trips on is the dataset's fault: refuse it
         raise HeaderError(f"dataset does not parse: {type(exc).__name__}: {exc}") from exc
     return InstanceHeader(
         sop_class_uid=uids["SOPClassUID"],

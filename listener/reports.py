@@ -7,7 +7,7 @@ study arrives; a Study UID match then wins over an earlier accession match.
 
 Extraction is bounded (``listener.report_*`` settings): an SR with more content items, deeper
 nesting or more text than allowed, or whose extraction takes longer than ``report_timeout``, raises
-:class:`ReportTooLarge`; the instance is still archived, only its text is not read as a report.
+:class:`ReportRefused`; the instance is still archived, only its text is not read as a report.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _item_text(item: Dataset) -> str:
     return ""
 
 
-class ReportTooLarge(ValueError):
+class ReportRefused(ValueError):
     """The SR's content exceeds a ``listener.report_*`` limit; the message says which."""
 
 
@@ -80,9 +80,9 @@ class _Budget:
     def spend(self, text: str) -> None:
         self.text -= len(text)
         if self.text < 0:
-            raise ReportTooLarge(f"more than {self.limits.report_max_text} characters of text (listener.report_max_text)")
+            raise ReportRefused(f"more than {self.limits.report_max_text} characters of text (listener.report_max_text)")
         if time.monotonic() > self.deadline:
-            raise ReportTooLarge(f"extraction took longer than {self.limits.report_timeout:g} s (listener.report_timeout)")
+            raise ReportRefused(f"extraction took longer than {self.limits.report_timeout:g} s (listener.report_timeout)")
 
 
 def _collect(items: list[Dataset], into: list[str], budget: _Budget) -> None:
@@ -98,14 +98,14 @@ def parse_report(part10: bytes) -> ParsedReport | None:
     """Flatten an SR's content tree: each child of the root is a section (its concept name is
     the title, e.g. Findings, Impression) holding the text of everything beneath it.
     Returns None for an SR without any text (e.g. pure measurements or a selection); raises
-    :class:`ReportTooLarge` beyond the report limits (checked on the element headers first, so a
+    :class:`ReportRefused` beyond the report limits (checked on the element headers first, so a
     100 000-item tree is refused before pydicom builds it)."""
     limits = current_limits()
     try:
         body, implicit, little = check_structure(part10, limits=limits, max_items=limits.report_max_items,
                                                  max_depth=limits.report_max_depth)
     except HeaderError as exc:
-        raise ReportTooLarge(str(exc)) from exc
+        raise ReportRefused(str(exc)) from exc
     ds = read_dataset(BytesIO(body), implicit, little)
     budget = _Budget(limits)
     sections: dict[str, list[str]] = {}
