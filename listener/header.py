@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import struct
 import zlib
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from io import BytesIO
 
 from pydicom.dataset import Dataset
@@ -43,16 +43,17 @@ class HeaderError(ValueError):
 
 @dataclass(frozen=True)
 class ListenerLimits:
-    """Bounds on the work one received instance may cause (``[listener]`` settings of the same names)."""
+    """Bounds on the work one received instance may cause: the ``[listener]`` settings of the same
+    names (their defaults are the settings' own)."""
 
-    max_instance_size: int = 2 * 1024**3
-    max_inflated_size: int = 256 * 1024**2
-    max_sequence_depth: int = 32
-    max_sequence_items: int = 1_000_000
-    report_max_items: int = 10_000
-    report_max_depth: int = 24
-    report_max_text: int = 1_000_000
-    report_timeout: float = 5.0
+    max_instance_size: int
+    max_inflated_size: int
+    max_sequence_depth: int
+    max_sequence_items: int
+    report_max_items: int
+    report_max_depth: int
+    report_max_text: int
+    report_timeout: float
 
     @classmethod
     def from_settings(cls, settings: ListenerSettings) -> "ListenerLimits":

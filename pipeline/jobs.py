@@ -230,6 +230,8 @@ class JobQueue:
                 if job.attempts >= self.policy.max_attempts:
                     job.state = JobState.DEAD
                     job.finished_at = now
+                    log.warning("job %d (%s) dead after %d attempts: %s", job.id, job.key, job.attempts,
+                                job.last_error)
                 else:
                     job.state = JobState.PENDING
                     job.next_attempt_at = now

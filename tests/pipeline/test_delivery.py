@@ -135,7 +135,8 @@ def test_a_permanent_refusal_is_dead_at_once_with_its_reason(controlled: SimpleN
     assert len(env.scp.requests()) == 3
 
 
-def test_past_the_retry_horizon_a_job_is_dead_and_jobs_retry_sends_it_once(controlled: SimpleNamespace) -> None:
+def test_past_the_retry_horizon_a_job_is_dead_and_jobs_retry_sends_it_once(controlled: SimpleNamespace,
+                                                                           capsys: pytest.CaptureFixture[str]) -> None:
     from radpair.cli import main
 
     env = controlled
@@ -146,6 +147,10 @@ def test_past_the_retry_horizon_a_job_is_dead_and_jobs_retry_sends_it_once(contr
     jobs = delivery_jobs(env)
     assert {(j.state, j.waits) for j in jobs} == {(JobState.DEAD, 4)}
     assert all(j.last_error.startswith("gave up after 4 waits") and "PeerUnavailable" in j.last_error for j in jobs)
+
+    assert main(["jobs", "list", "--state", "dead", "--data-dir", str(env.settings.data_dir)]) == 0
+    listed = capsys.readouterr().out
+    assert sum(" dead " in line and "gave up after 4 waits" in line for line in listed.splitlines()) == 3, listed
 
     env.scp.start()
     run_due_deliveries(env)
