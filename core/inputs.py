@@ -108,6 +108,11 @@ def study_inputs(session: Session, study_pk: int, store: InstanceStore, task: Ta
     chosen = select_series(task.input, describe_series(session, study_pk, store))
     if isinstance(chosen, NoSeries):
         return chosen
+    return inputs_of(session, study_pk, chosen, task)
+
+
+def inputs_of(session: Session, study_pk: int, chosen: SeriesInfo, task: TaskDefinition) -> StudyInputs:
+    """The chosen series' files and the study's report text, by SQL alone (no file is read)."""
     reports = session.execute(select(Report.text, Report.sections).where(Report.study_pk == study_pk)
                               .order_by(Report.received_at, Report.id)).all()
     text = task.report_text([(t, json.loads(sections or "{}")) for t, sections in reports]) if reports else ""
@@ -117,11 +122,21 @@ def study_inputs(session: Session, study_pk: int, store: InstanceStore, task: Ta
 
 def describe_series(session: Session, study_pk: int, store: InstanceStore) -> list[SeriesInfo]:
     """Every series of a study from the archive: counts by SQL, geometry from one file header each."""
-    rows = session.execute(
+    return describe(series_rows(session, study_pk), store)
+
+
+def series_rows(session: Session, study_pk: int) -> list[tuple[Series, int, str]]:
+    """The study's series with their instance counts and one file each, by SQL alone: a caller
+    that must not hold a transaction while files are read closes its session, then :func:`describe`."""
+    return [tuple(row) for row in session.execute(
         select(Series, func.count(Instance.id), func.min(Instance.path))
         .join(Instance, Instance.series_pk == Series.id)
         .where(Series.study_pk == study_pk).group_by(Series.id).order_by(Series.id)
-    ).all()
+    ).all()]
+
+
+def describe(rows: list[tuple[Series, int, str]], store: InstanceStore) -> list[SeriesInfo]:
+    """:class:`SeriesInfo` of :func:`series_rows`, reading one file header per series (no SQL)."""
     infos = []
     for series, count, path in rows:
         orientation, image_type = _header_facts(store.absolute(path))

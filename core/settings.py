@@ -53,6 +53,21 @@ class ListenerSettings:
     # Seconds without a new instance after which a study counts as complete.
     stable_age: float = 60.0
     stability_check_interval: float = 1.0
+    # Bounds on the work one instance may cause; beyond them it is refused (0xC000) and quarantined.
+    max_instance_size: int = 2 * 1024**3
+    # A Deflated Explicit VR dataset may inflate to at most this many bytes (a deflate bomb stops here).
+    max_inflated_size: int = 256 * 1024**2
+    max_sequence_depth: int = 32
+    max_sequence_items: int = 1_000_000
+    # An SR beyond these is archived but its text is not extracted as a report (logged at WARNING).
+    report_max_items: int = 10_000
+    report_max_depth: int = 24
+    report_max_text: int = 1_000_000
+    report_timeout: float = 5.0
+    # Refuse (A-ASSOCIATE-RJ "called AE title not recognised") a peer calling another AE title.
+    check_called_ae: bool = True
+    # Seconds between re-resolutions of the host names in allowed_peers.
+    peer_resolve_ttl: float = 300.0
 
 
 @dataclass
@@ -128,6 +143,9 @@ class PipelineSettings:
     max_attempts: int = 5
     backoff_base: float = 2.0
     backoff_max: float = 300.0
+    # Seconds of backing off after which a job whose peer (PACS, Triton) stays unreachable or out
+    # of resources (0xA7xx) is dead-lettered; `radpair jobs retry` re-queues it.
+    retry_horizon: float = 86400.0
     # Also send a burned-in Secondary Capture key image (labelled NOT FOR DIAGNOSIS).
     secondary_capture: bool = False
     algorithm_name: str = "radpair"
@@ -225,6 +243,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("settings key 'listener.ae_title' must be 1-16 characters")
     if lst.stable_age <= 0:
         raise ConfigError("settings key 'listener.stable_age' must be > 0 seconds")
+    for key in ("max_instance_size", "max_inflated_size", "max_sequence_depth", "max_sequence_items",
+                "report_max_items", "report_max_depth", "report_max_text", "report_timeout", "peer_resolve_ttl"):
+        if getattr(lst, key) <= 0:
+            raise ConfigError(f"settings key 'listener.{key}' must be > 0")
     if lst.max_associations < 1:
         raise ConfigError("settings key 'listener.max_associations' must be >= 1")
     if bool(lst.tls_cert) != bool(lst.tls_key):
@@ -244,6 +266,8 @@ def _check_pipeline(p: PipelineSettings) -> None:
         raise ConfigError("settings key 'pipeline.workers' must be >= 1")
     if p.max_attempts < 1:
         raise ConfigError("settings key 'pipeline.max_attempts' must be >= 1")
+    if p.retry_horizon <= 0:
+        raise ConfigError("settings key 'pipeline.retry_horizon' must be > 0 seconds")
     if p.heartbeat_interval >= p.lease_seconds:
         raise ConfigError("settings key 'pipeline.heartbeat_interval' must be < 'pipeline.lease_seconds'")
     names = [d.name for d in p.destinations]

@@ -4,14 +4,25 @@ Counts are kept in memory while the association runs (ingest bumps them) and wri
 it ends. The row reaches its final state before the peer can see the end: a rejection is written
 before the A-ASSOCIATE-RJ goes out, a release when the A-RELEASE-RQ arrives (pynetdicom sends the
 A-RELEASE-RP after EVT_ACSE_RECV), an abort or a dropped connection when the connection closes.
+
+An audit row the database cannot take now (disk full, database down) is not dropped: it is logged
+at WARNING with its content, kept in memory, and written with the next audit row that succeeds.
+
+Peer-supplied strings (AE titles, UIDs from requests, text in pydicom's error messages) can carry
+control characters; :func:`escape` makes them printable, and :func:`install_log_escaping` (done
+when the audit trail is created) applies it to every log message of the process, so a peer cannot
+forge or split a log line.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from pynetdicom.association import Association as PynetdicomAssociation
 from pynetdicom.events import Event
@@ -32,6 +43,40 @@ REJECT_REASONS = {
 }
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# Audit rows waiting for the database, at most (beyond, the oldest is logged at ERROR and let go).
+PENDING_LIMIT = 100_000
+
+
+def escape(text: str) -> str:
+    """``text`` with control characters (and Unicode line separators) written as escapes."""
+    return _CONTROL.sub(lambda m: _NAMED.get(m.group(), f"\\x{ord(m.group()):02x}"
+                                            if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}"), text)
+
+
+class _EscapedRecord(logging.LogRecord):
+    def getMessage(self) -> str:  # noqa: N802 - logging's name
+        return escape(super().getMessage())
+
+
+def install_log_escaping() -> None:
+    """Make every log record's message escape control characters (idempotent, process-wide)."""
+    if logging.getLogRecordFactory() is not _escaped_factory:
+        global _previous_factory
+        _previous_factory = logging.getLogRecordFactory()
+        logging.setLogRecordFactory(_escaped_factory)
+
+
+_previous_factory = logging.getLogRecordFactory()
+
+
+def _escaped_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    record = _previous_factory(*args, **kwargs)
+    record.__class__ = _EscapedRecord if type(record) is logging.LogRecord else record.__class__
+    return record
+
+
 @dataclass
 class AssociationStats:
     calling_ae: str
@@ -43,6 +88,8 @@ class AssociationStats:
     failures: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
+    # The row's values while its insert waits for the database (updated in place until written).
+    pending_row: dict[str, Any] | None = None
 
 
 class AuditTrail:
@@ -52,6 +99,10 @@ class AuditTrail:
         self._active: dict[PynetdicomAssociation, AssociationStats] = {}
         self._rejected: set[int] = set()
         self._lock = threading.Lock()
+        # ("insert", values) or ("update", pk, values): audit writes the database could not take yet.
+        self._pending: deque[tuple[Any, ...]] = deque()
+        self._pending_lock = threading.Lock()
+        install_log_escaping()
 
     def stats(self, assoc: PynetdicomAssociation) -> AssociationStats:
         """The running counts of an association (created on first use)."""
@@ -110,26 +161,72 @@ class AuditTrail:
         log.info("association %s@%s:%d %s: %d stored, %d duplicates, %d failed, %.1f MB in %.2f s (%.0f/s)",
                  stats.calling_ae, stats.address, stats.port, outcome, stats.stored, stats.duplicates,
                  stats.failures, stats.bytes / 1e6, seconds, rate)
+        final = dict(ended_at=utcnow(), stored=stats.stored, duplicates=stats.duplicates,
+                     failures=stats.failures, outcome=outcome)
+        with self._pending_lock:
+            if stats.pending_row is not None:  # its insert still waits: it will be written final
+                stats.pending_row.update(final)
+                return
         if stats.pk is None:
             return
         try:
+            self._flush()
             with self._sessions() as session:
-                session.execute(update(Association).where(Association.id == stats.pk).values(
-                    ended_at=utcnow(), stored=stats.stored, duplicates=stats.duplicates,
-                    failures=stats.failures, outcome=outcome))
+                session.execute(update(Association).where(Association.id == stats.pk).values(**final))
                 session.commit()
-        except Exception as exc:  # the audit must not break the listener
-            log.error("audit: could not close association row %s: %s", stats.pk, exc)
+        except Exception as exc:  # the audit must not break the listener, nor lose the row
+            self._defer(("update", stats.pk, final), exc)
 
     def _insert(self, stats: AssociationStats, outcome: str, ended: bool = False) -> int | None:
+        values = dict(calling_ae=stats.calling_ae[:16], called_ae=self._called_ae[:16],
+                      peer_address=stats.address[:64], peer_port=stats.port, outcome=outcome[:200],
+                      started_at=utcnow(), ended_at=utcnow() if ended else None)
         try:
+            self._flush()
             with self._sessions() as session:
-                row = Association(calling_ae=stats.calling_ae[:16], called_ae=self._called_ae[:16],
-                                  peer_address=stats.address[:64], peer_port=stats.port, outcome=outcome,
-                                  ended_at=utcnow() if ended else None)
+                row = Association(**values)
                 session.add(row)
                 session.commit()
                 return row.id
         except Exception as exc:
-            log.error("audit: could not record association from %s: %s", stats.calling_ae, exc)
+            stats.pending_row = values
+            self._defer(("insert", values), exc)
             return None
+
+    def _defer(self, write: tuple[Any, ...], exc: Exception) -> None:
+        """Keep an audit write the database refused; it goes out with the next one that succeeds."""
+        log.warning("audit: database unavailable (%s); row kept for later: %s", exc, write[-1])
+        with self._pending_lock:
+            self._pending.append(write)
+            if len(self._pending) > PENDING_LIMIT:
+                log.error("audit: more than %d rows waiting; this one is only in the log: %s", PENDING_LIMIT,
+                          self._pending.popleft()[-1])
+
+    def pending(self) -> int:
+        """Audit writes waiting for the database."""
+        return len(self._pending)
+
+    def _flush(self) -> None:
+        """Write the kept rows, oldest first, in one transaction (raises, keeping them, if it cannot)."""
+        with self._pending_lock:
+            if not self._pending:
+                return
+            writes = list(self._pending)
+            inserted: dict[int, Association] = {}
+            with self._sessions() as session:
+                for write in writes:
+                    if write[0] == "insert":
+                        inserted[id(write[1])] = row = Association(**write[1])
+                        session.add(row)
+                    else:
+                        session.execute(update(Association).where(Association.id == write[1]).values(**write[2]))
+                session.commit()
+            for _ in writes:
+                self._pending.popleft()
+            with self._lock:
+                running = list(self._active.values())
+            for stats in running:  # an association still open: its final update goes to the row now written
+                row = inserted.get(id(stats.pending_row)) if stats.pending_row is not None else None
+                if row is not None:
+                    stats.pk, stats.pending_row = row.id, None
+            log.info("audit: %d kept row(s) written", len(writes))

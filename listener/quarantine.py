@@ -1,7 +1,8 @@
 """Refused datasets are kept for inspection: the raw bytes plus a reason file, and a SQL row.
 
 Both are best effort: the quarantine must never turn a clean refusal into a crash (the disk may
-be the very thing that is full).
+be the very thing that is full). Every peer-supplied string in the reason file is escaped (one
+field per line, whatever the peer sent).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radpair.core.models import QuarantineEntry
 from radpair.core.store import atomic_write
+from radpair.listener.audit import escape
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +33,11 @@ class Quarantine:
         now = dt.datetime.now(dt.timezone.utc)
         name = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:12]}"
         path = self.root / f"{name}.dcm"
+        reason, calling_ae, peer = escape(reason), escape(calling_ae), escape(peer)
+        sop_instance_uid, transfer_syntax = escape(sop_instance_uid), escape(transfer_syntax)
         note = (f"reason: {reason}\nstatus: 0x{status:04X}\ncalling_ae: {calling_ae}\npeer: {peer}\n"
                 f"sop_instance_uid (from the request): {sop_instance_uid}\ntransfer_syntax: {transfer_syntax}\n"
-                f"received: {now.isoformat()}\n")
+                f"size: {len(data)} bytes\nreceived: {now.isoformat()}\n")
         try:
             atomic_write(path, (data,))
             atomic_write(path.with_suffix(".txt"), (note.encode(),))

@@ -4,16 +4,21 @@ A report is paired with the study it describes by StudyInstanceUID, else by Acce
 PatientID (RIS-generated reports often live in a study of their own). Either side may arrive
 first: a report without its images waits unpaired and is paired when an imaging series of its
 study arrives; a Study UID match then wins over an earlier accession match.
+
+Extraction is bounded (``listener.report_*`` settings): an SR with more content items, deeper
+nesting or more text than allowed, or whose extraction takes longer than ``report_timeout``, raises
+:class:`ReportRefused`; the instance is still archived, only its text is not read as a report.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from io import BytesIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.filereader import read_dataset
 from pydicom.uid import (
     BasicTextSRStorage,
     Comprehensive3DSRStorage,
@@ -25,6 +30,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.orm import Session
 
 from radpair.core.models import Patient, Report, Series, Study
+from radpair.listener.header import HeaderError, ListenerLimits, check_structure, current_limits
 
 REPORT_SOP_CLASSES = frozenset({
     BasicTextSRStorage, EnhancedSRStorage, ComprehensiveSRStorage, Comprehensive3DSRStorage, ExtensibleSRStorage,
@@ -59,23 +65,53 @@ def _item_text(item: Dataset) -> str:
     return ""
 
 
-def _collect(items: list[Dataset], into: list[str]) -> None:
+class ReportRefused(ValueError):
+    """The SR's content exceeds a ``listener.report_*`` limit; the message says which."""
+
+
+class _Budget:
+    """What is left of the text length and the time one extraction may use."""
+
+    def __init__(self, limits: ListenerLimits) -> None:
+        self.limits = limits
+        self.text = limits.report_max_text
+        self.deadline = time.monotonic() + limits.report_timeout
+
+    def spend(self, text: str) -> None:
+        self.text -= len(text)
+        if self.text < 0:
+            raise ReportRefused(f"more than {self.limits.report_max_text} characters of text (listener.report_max_text)")
+        if time.monotonic() > self.deadline:
+            raise ReportRefused(f"extraction took longer than {self.limits.report_timeout:g} s (listener.report_timeout)")
+
+
+def _collect(items: list[Dataset], into: list[str], budget: _Budget) -> None:
     for item in items:
         text = _item_text(item)
+        budget.spend(text)
         if text:
             into.append(text)
-        _collect(list(item.get("ContentSequence", [])), into)
+        _collect(list(item.get("ContentSequence", [])), into, budget)
 
 
 def parse_report(part10: bytes) -> ParsedReport | None:
     """Flatten an SR's content tree: each child of the root is a section (its concept name is
     the title, e.g. Findings, Impression) holding the text of everything beneath it.
-    Returns None for an SR without any text (e.g. pure measurements or a selection)."""
-    ds = dcmread(BytesIO(part10))
+    Returns None for an SR without any text (e.g. pure measurements or a selection); raises
+    :class:`ReportRefused` beyond the report limits (checked on the element headers first, so a
+    100 000-item tree is refused before pydicom builds it)."""
+    limits = current_limits()
+    try:
+        body, implicit, little = check_structure(part10, limits=limits, max_items=limits.report_max_items,
+                                                 max_depth=limits.report_max_depth)
+    except HeaderError as exc:
+        raise ReportRefused(str(exc)) from exc
+    ds = read_dataset(BytesIO(body), implicit, little)
+    budget = _Budget(limits)
     sections: dict[str, list[str]] = {}
     for child in ds.get("ContentSequence", []):
         texts: list[str] = []
-        _collect([child], texts)
+        _collect([child], texts, budget)
         if texts:
             sections.setdefault(_concept(child) or UNTITLED, []).extend(texts)
     if not sections:

@@ -89,6 +89,7 @@ class StudyAnalysis:
     def __call__(self, job: ClaimedJob, check_lease: Callable[[], None]) -> str:
         timings: dict[str, float] = {}
         start = time.perf_counter()
+        # Short sessions around the file reads, never one across them (on SQLite each holds the write lock).
         with self.sessions() as session:
             study = session.get(Study, job.study_pk)
             if study is None:
@@ -97,12 +98,12 @@ class StudyAnalysis:
                 raise Skip(f"superseded by generation {study.stable_generation}")
             if session.scalar(select(Result.id).where(Result.job_pk == job.id).limit(1)) is not None:
                 return "results were already recorded by an earlier attempt"
-            decision = route(self.settings, session, study, self.store)
-            if isinstance(decision, NoMatch):
-                raise Skip(decision.reason)
-            series = session.get(Series, decision.inputs.series.pk)
-            _skip_if_unchanged(session, study.id, series)
             study_uid = study.study_uid
+        decision = route(self.settings, self.sessions, study, self.store)
+        if isinstance(decision, NoMatch):
+            raise Skip(decision.reason)
+        with self.sessions() as session:
+            _skip_if_unchanged(session, study.id, session.get(Series, decision.inputs.series.pk))
         task = decision.task
         paths = [self.store.absolute(p) for p in decision.inputs.paths]
         source = _read_source(paths)
@@ -170,10 +171,9 @@ class StudyAnalysis:
 
     def _previous_srs(self, study_pk: int) -> list[Dataset]:
         with self.sessions() as session:
-            paths = session.scalars(select(Result.path).where(
-                Result.study_pk == study_pk, Result.kind == "sr", Result.superseded_by.is_(None)))
-            return [pydicom.dcmread(self.store.absolute(p)) for p in paths
-                    if self.store.absolute(p).is_file()]
+            paths = list(session.scalars(select(Result.path).where(
+                Result.study_pk == study_pk, Result.kind == "sr", Result.superseded_by.is_(None))))
+        return [pydicom.dcmread(self.store.absolute(p)) for p in paths if self.store.absolute(p).is_file()]
 
     def _record(self, job: ClaimedJob, finding: Finding, absent_label: str, prov: Provenance,
                 destinations: Sequence[str], objects: dict[str, Dataset], written: dict[str, str],

@@ -6,8 +6,11 @@ State machine::
        ^                  |  \\--skip-----> skipped
        |                  |---fail (attempts < max)--> pending (next_attempt_at = now + backoff)
        |                  |---fail (attempts = max)--> dead (last_error kept)
-       |                  |---wait (peer unreachable)--> pending (backoff, attempts not used up)
+       |                  |---bury (permanent refusal)--> dead (last_error: the reason)
+       |                  |---wait (peer unreachable or out of resources)--> pending (backoff,
+       |                  |        attempts not used up) or dead once it has waited retry_horizon s
        +---lease expired (worker died)----+
+    dead --requeue (``radpair jobs retry``)--> pending (attempts and waits reset)
 
 Claiming is one short transaction: ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
 workers never wait for each other; on SQLite ``core.db`` begins every transaction with
@@ -21,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +39,11 @@ log = logging.getLogger(__name__)
 
 class Skip(Exception):
     """Raised by a handler: the job has nothing to do; the message (why) is kept on the job."""
+
+
+class Permanent(Exception):
+    """Raised by a handler: retrying cannot help (e.g. the PACS refused the instance for good);
+    the job goes to the dead letter at once with the message as its reason."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +63,17 @@ class QueuePolicy:
     max_attempts: int = 5
     backoff_base: float = 2.0
     backoff_max: float = 300.0
+    # A job whose peer stays unreachable (or out of resources) waits this long in all, then dies.
+    retry_horizon: float = 86400.0
 
     def backoff(self, attempt: int) -> dt.timedelta:
         """Delay before retry number ``attempt`` (1-based): base ** attempt, capped."""
-        return dt.timedelta(seconds=min(self.backoff_base ** attempt, self.backoff_max))
+        return dt.timedelta(seconds=min(self.backoff_base ** min(attempt, 64), self.backoff_max))
+
+    def waited(self, waits: int) -> float:
+        """Seconds a job has at least spent backing off after ``waits`` waits (the sum of the delays):
+        counted from the waits, not the clock, so a re-queued job gets the whole horizon again."""
+        return sum(self.backoff(k).total_seconds() for k in range(1, waits + 1))
 
 
 def enqueue(
@@ -150,20 +166,40 @@ class JobQueue:
                 job.next_attempt_at = utcnow() + self.policy.backoff(job.attempts)
             return job.state
 
-    def wait(self, job_id: int, owner: str, error: str) -> bool:
-        """Retry later without using up an attempt: the job's peer (PACS, Triton) is unreachable."""
+    def wait(self, job_id: int, owner: str, error: str) -> JobState | None:
+        """Retry later without using up an attempt: the job's peer (PACS, Triton) is unreachable or
+        out of resources. Pending again after a backoff, or dead once it has waited ``retry_horizon``."""
         with self.sessions.begin() as session:
             job = session.get(Job, job_id, with_for_update=True)
             if job is None or job.lease_owner != owner or job.state is not JobState.RUNNING:
-                return False
+                return None
             job.attempts -= 1
-            job.waits += 1
-            job.last_error = error[-4000:]
             job.lease_owner = None
             job.lease_expires_at = None
-            job.state = JobState.PENDING
-            job.next_attempt_at = utcnow() + self.policy.backoff(min(job.waits, 30))
-            return True
+            waited = self.policy.waited(job.waits)
+            if waited >= self.policy.retry_horizon:
+                job.state = JobState.DEAD
+                job.finished_at = utcnow()
+                job.last_error = f"gave up after {job.waits} waits over {waited / 3600:.1f} h: {error}"[-4000:]
+            else:
+                job.waits += 1
+                job.last_error = error[-4000:]
+                job.state = JobState.PENDING
+                job.next_attempt_at = utcnow() + self.policy.backoff(job.waits)
+            return job.state
+
+    def bury(self, job_id: int, owner: str, reason: str) -> bool:
+        """Dead-letter a job at once: its handler knows that retrying cannot help."""
+        return self._settle(job_id, owner, state=JobState.DEAD, finished_at=utcnow(), lease_owner=None,
+                            lease_expires_at=None, last_error=reason[-4000:])
+
+    def mark_pending(self, kind: str, reason: str) -> int:
+        """Note on every pending job of ``kind`` why it is not run (e.g. no model server configured)."""
+        with self.sessions.begin() as session:
+            return session.execute(
+                update(Job).where(Job.kind == kind, Job.state == JobState.PENDING, Job.last_error != reason)
+                .values(last_error=reason)
+            ).rowcount
 
     def running_owners(self) -> set[str]:
         with self.sessions() as session:
@@ -194,7 +230,34 @@ class JobQueue:
                 if job.attempts >= self.policy.max_attempts:
                     job.state = JobState.DEAD
                     job.finished_at = now
+                    log.warning("job %d (%s) dead after %d attempts: %s", job.id, job.key, job.attempts,
+                                job.last_error)
                 else:
                     job.state = JobState.PENDING
                     job.next_attempt_at = now
             return len(stale)
+
+
+def requeue(sessions: sessionmaker[Session], job_ids: Sequence[int] = (), dead: bool = False) -> list[int]:
+    """Put the given dead (or pending: make them due now) jobs, or every dead job, back in the queue,
+    with their attempts and waits reset; the previous reason stays in ``last_error`` until the next
+    attempt. Done, skipped and running jobs are left alone. Returns the ids re-queued."""
+    with sessions.begin() as session:
+        query = select(Job).where(Job.state.in_((JobState.DEAD, JobState.PENDING)))
+        query = query.where(Job.state == JobState.DEAD) if dead else query.where(Job.id.in_(list(job_ids)))
+        jobs = session.scalars(query.with_for_update()).all()
+        for job in jobs:
+            log.warning("job %d (%s) re-queued by hand (was %s: %s)", job.id, job.key, job.state.value,
+                        short_reason(job.last_error))
+            job.state = JobState.PENDING
+            job.attempts = 0
+            job.waits = 0
+            job.next_attempt_at = utcnow()
+            job.finished_at = None
+        return [job.id for job in jobs]
+
+
+def short_reason(error: str) -> str:
+    """The last line of a job's ``last_error`` (a traceback's last line is the exception)."""
+    lines = error.strip().splitlines()
+    return lines[-1] if lines else ""

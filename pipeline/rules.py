@@ -5,6 +5,9 @@ study-level criteria, tried in order, and names a task (its model, classes and c
 rule whose criteria hold and whose task's input rule finds a series in the study wins; the series
 is the one the task's input rule picks (:mod:`radpair.core.inputs`), the same as training's. A study
 no rule takes stays archived; :class:`NoMatch` says why, for ``radpair status``.
+
+Routing reads one file header per series; it does so between two short SQL sessions, never
+inside one (on SQLite every transaction holds the write lock: a slow file must not stall ingest).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import re
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
-from radpair.core.inputs import NoSeries, StudyInputs, study_inputs
+from radpair.core.inputs import NoSeries, StudyInputs, describe, inputs_of, select_series, series_rows
 from radpair.core.models import Instance, Series, Study
 from radpair.core.settings import RoutingRuleSettings, Settings
 from radpair.core.store import InstanceStore
@@ -48,14 +51,17 @@ def mismatches(rule: RoutingRuleSettings, study: Study, calling_aes: set[str]) -
     return failed
 
 
-def route(settings: Settings, session: Session, study: Study, store: InstanceStore) -> Route | NoMatch:
+def route(settings: Settings, sessions: sessionmaker[Session], study: Study, store: InstanceStore) -> Route | NoMatch:
     """Pick the rule, its task and the study's inputs for that task, or say why nothing matched."""
     rules = settings.pipeline.rules
     if not rules:
         return NoMatch("no routing rules configured")
-    calling_aes = set(session.scalars(
-        select(Instance.calling_ae).join(Series, Series.id == Instance.series_pk)
-        .where(Series.study_pk == study.id, Instance.calling_ae != "").distinct()))
+    with sessions() as session:
+        calling_aes = set(session.scalars(
+            select(Instance.calling_ae).join(Series, Series.id == Instance.series_pk)
+            .where(Series.study_pk == study.id, Instance.calling_ae != "").distinct()))
+        rows = series_rows(session, study.id)
+    series = describe(rows, store)  # file headers, outside any transaction
     reasons = []
     for rule in rules:
         failed = mismatches(rule, study, calling_aes)
@@ -63,9 +69,10 @@ def route(settings: Settings, session: Session, study: Study, store: InstanceSto
             reasons.append(f"rule {rule.name!r}: " + "; ".join(failed))
             continue
         task = load_task(rule.task or settings.task)
-        inputs = study_inputs(session, study.id, store, task)
-        if isinstance(inputs, NoSeries):
-            reasons.append(f"rule {rule.name!r}: {inputs.reason}")
+        chosen = select_series(task.input, series)
+        if isinstance(chosen, NoSeries):
+            reasons.append(f"rule {rule.name!r}: {chosen.reason}")
             continue
-        return Route(rule, task, inputs)
+        with sessions() as session:
+            return Route(rule, task, inputs_of(session, study.id, chosen, task))
     return NoMatch("no rule matched (" + " | ".join(reasons) + ")")

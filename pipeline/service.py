@@ -27,12 +27,15 @@ from radpair.pipeline.workers import Handler, WorkerPool
 
 log = logging.getLogger(__name__)
 
+NO_MODEL_SERVER = "not run: no model server (triton.mode = \"off\"); configure triton.mode to analyse"
+
 
 class PipelineService:
     """A ``radpair serve`` component: ``start(scheduler)`` / ``stop()``.
 
     ``models`` is the model server (the composition root passes Triton's gateway); without one
-    (``triton.mode = "off"``) no inference job is run: they stay pending until a server is configured.
+    (``triton.mode = "off"``) no inference job is run: they stay pending, with :data:`NO_MODEL_SERVER`
+    as their reason, until a server is configured.
     """
 
     name = "pipeline"
@@ -42,7 +45,7 @@ class PipelineService:
         self.sessions = session_factory(engine)
         p = settings.pipeline
         self.queue = JobQueue(self.sessions, QueuePolicy(p.lease_seconds, p.max_attempts, p.backoff_base,
-                                                          p.backoff_max))
+                                                          p.backoff_max, p.retry_horizon))
         store = InstanceStore(settings.store_dir)
         handlers: dict[str, Handler] = {"delivery": Outbox(self.sessions, store, p.destinations)}
         if models is not None:
@@ -78,6 +81,8 @@ class PipelineService:
     def _poll(self) -> None:
         if enqueue_stable_studies(self.sessions):
             self.workers.wake()
+        if not self.inference:
+            self.queue.mark_pending("inference", NO_MODEL_SERVER)
 
     def stop(self) -> None:
         self.workers.stop()

@@ -2,8 +2,10 @@
 
 A handler is ``handler(job, check_lease) -> note`` and signals its outcome by what it raises:
 nothing (done; the returned note is logged), :class:`pipeline.jobs.Skip` (skipped, with why),
-``ConnectionError`` (its peer — the PACS or Triton — is unreachable: retry with backoff without
-using up an attempt), anything else (a failed attempt: backoff, then the dead letter).
+:class:`pipeline.jobs.Permanent` (dead at once, with why), ``ConnectionError`` (its peer — the
+PACS or Triton — is unreachable or out of resources: retry with backoff without using up an
+attempt, for at most the queue's retry horizon), anything else (a failed attempt: backoff, then
+the dead letter). A job that dies is logged at WARNING with its reason, which stays on the job.
 ``check_lease()`` raises :class:`LeaseLost` once another worker may own the job, so a handler
 never commits work for a job it no longer holds.
 """
@@ -19,7 +21,7 @@ import traceback
 from collections.abc import Callable
 
 from radpair.core.models import JobState
-from radpair.pipeline.jobs import ClaimedJob, JobQueue, Skip
+from radpair.pipeline.jobs import ClaimedJob, JobQueue, Permanent, Skip
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,15 @@ class WorkerPool:
 
     def run_one(self, job: ClaimedJob, owner: str) -> None:
         heartbeat = _Heartbeat(self.queue, job.id, owner, self.heartbeat_interval)
+        try:
+            self._run_and_settle(job, owner, heartbeat)
+        except Exception:  # noqa: BLE001 - the database went away while the outcome was recorded
+            log.exception("job %d %s: its outcome could not be recorded; it runs again when its lease expires",
+                          job.id, job.key)
+        finally:
+            heartbeat.stop()
+
+    def _run_and_settle(self, job: ClaimedJob, owner: str, heartbeat: _Heartbeat) -> None:
         start = time.perf_counter()
         try:
             note = self.handlers[job.kind](job, heartbeat.check)
@@ -116,15 +127,23 @@ class WorkerPool:
             log.info("job %d %s skipped: %s", job.id, job.key, exc)
         except LeaseLost:
             log.warning("job %d %s abandoned: its lease was lost", job.id, job.key)
+        except Permanent as exc:
+            if self.queue.bury(job.id, owner, f"{type(exc).__name__}: {exc}"):
+                log.warning("job %d %s dead: %s", job.id, job.key, exc)
         except ConnectionError as exc:
-            self.queue.wait(job.id, owner, f"{type(exc).__name__}: {exc}")
-            log.warning("job %d %s waits: %s", job.id, job.key, exc)
+            state = self.queue.wait(job.id, owner, f"{type(exc).__name__}: {exc}")
+            if state is JobState.DEAD:
+                log.warning("job %d %s dead: its peer stayed unavailable for the retry horizon: %s",
+                            job.id, job.key, exc)
+            else:
+                log.warning("job %d %s waits: %s", job.id, job.key, exc)
         except Exception as exc:  # noqa: BLE001 - any failure is recorded on the job, never fatal
             state = self.queue.fail(job.id, owner, "".join(traceback.format_exception(exc)))
             log.error("job %d %s attempt %d failed (%s): %s: %s", job.id, job.key, job.attempts,
                       state.value if state else "lease lost", type(exc).__name__, exc)
+            if state is JobState.DEAD:
+                log.warning("job %d %s dead after %d attempts: %s: %s", job.id, job.key, job.attempts,
+                            type(exc).__name__, exc)
         else:
             self.queue.complete(job.id, owner)
             log.info("job %d %s done in %.2fs: %s", job.id, job.key, time.perf_counter() - start, note)
-        finally:
-            heartbeat.stop()

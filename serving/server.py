@@ -7,6 +7,14 @@ a backend directory is assembled under a writable folder: ``python/`` holding sy
 wheel's backend library and utilities plus the 3.11 stub. The stub runs the first ``python`` on
 ``PATH``, so the venv's ``bin/`` goes first and a model's ``model.py`` can ``import torch``.
 
+Nothing of a server outlives radpair. ``tritonserver`` runs in its own process group, and so do
+the Python backend stubs it starts (which ignore SIGTERM, and which ``PR_SET_PDEATHSIG`` on the
+server alone does not reach). A tiny watchdog process holds a pipe from radpair: when radpair
+ends, however it ends (SIGKILL included), the pipe closes and the watchdog SIGKILLs the whole
+group. The group's id is also written to ``tritonserver.pgid`` in the working folder, so a start
+first kills what a previous server left (were the watchdog killed too), and a supervised restart
+kills the dead server's stubs before starting the next one.
+
 The server runs with ``--model-control-mode=explicit``: only the models named at start are loaded,
 and the served version of each follows its ``config.pbtxt`` on disk, so a restart after a crash
 comes back with the same versions a hot swap left in place.
@@ -102,6 +110,47 @@ def _die_with_parent() -> None:
     _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+# Runs as ``python -c WATCHDOG PGID``: waits for EOF on stdin (radpair's end of the pipe closing),
+# then kills the group. SIGINT/SIGTERM to radpair's own group must not stop it before that.
+WATCHDOG = """
+import os, signal, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+sys.stdin.buffer.read()
+try:
+    os.killpg(int(sys.argv[1]), signal.SIGKILL)
+except ProcessLookupError:
+    pass
+"""
+_SERVER_NAMES = ("tritonserver", "triton_python_backend_stub")
+
+
+def group_members(pgid: int) -> list[int]:
+    """Pids of the Triton processes (server or backend stub) in process group ``pgid``."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+            name = stat.with_name("comm").read_text().strip()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z" and any(n.startswith(name) for n in _SERVER_NAMES):
+            members.append(int(stat.parent.name))
+    return members
+
+
+def kill_group(pgid: int) -> int:
+    """SIGKILL the Triton processes of group ``pgid`` (only if the group still holds Triton
+    processes: a recycled id of someone else's group is left alone); returns how many there were."""
+    members = group_members(pgid)
+    if members:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return 0
+    return len(members)
+
+
 class ManagedTritonServer:
     """Start, supervise (restart on death) and stop a local ``tritonserver`` on loopback ports."""
 
@@ -130,6 +179,7 @@ class ManagedTritonServer:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._log_file = None
+        self._watchdog: subprocess.Popen | None = None
 
     @property
     def http_url(self) -> str:
@@ -146,6 +196,20 @@ class ManagedTritonServer:
     @property
     def log_path(self) -> Path:
         return self.work_dir / "tritonserver.log"
+
+    @property
+    def pgid_path(self) -> Path:
+        return self.work_dir / "tritonserver.pgid"
+
+    def _kill_leftovers(self) -> None:
+        """Kill what the previous server of this working folder left behind (its stubs, or all of it)."""
+        try:
+            pgid = int(self.pgid_path.read_text())
+        except (OSError, ValueError):
+            return
+        if killed := kill_group(pgid):
+            log.warning("killed %d process(es) a previous tritonserver left (process group %d)", killed, pgid)
+        self.pgid_path.unlink(missing_ok=True)
 
     def command(self) -> list[str]:
         backends = prepare_backend_dir(self.work_dir)
@@ -190,6 +254,7 @@ class ManagedTritonServer:
 
     def _spawn(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
+        self._kill_leftovers()
         cmd = self.command()
         if self._log_file is None:
             self._log_file = open(self.log_path, "ab")
@@ -198,6 +263,11 @@ class ManagedTritonServer:
                 cmd, env=server_environment(), stdout=self._log_file, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
             )
+            self.pgid_path.write_text(str(self._process.pid))  # its own session: pgid == pid
+            self._end_watchdog()
+            self._watchdog = subprocess.Popen([sys.executable, "-c", WATCHDOG, str(self._process.pid)],
+                                              stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.DEVNULL)
         log.info("tritonserver started (pid %d, http %s, grpc %s, models %s, log %s)",
                  self._process.pid, self.http_url, self.grpc_url, ", ".join(self.models) or "none", self.log_path)
 
@@ -270,9 +340,20 @@ class ManagedTritonServer:
                 process.kill()
                 process.wait()
             log.info("tritonserver stopped (pid %d)", process.pid)
+        if process is not None:
+            kill_group(process.pid)  # backend stubs that outlived the server
+            self.pgid_path.unlink(missing_ok=True)
+        self._end_watchdog()
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+
+    def _end_watchdog(self) -> None:
+        """Close the watchdog's pipe (it kills the group it watched, if anything is left) and reap it."""
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            watchdog.stdin.close()
+            watchdog.wait(10)
 
     def __enter__(self) -> "ManagedTritonServer":
         return self.start()

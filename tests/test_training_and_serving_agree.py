@@ -62,7 +62,7 @@ def test_training_and_serving_pick_the_same_series_and_text(archived, policy: st
     (trained,) = studies_from_archive(settings.database_url, store.root, tmp_path / "links", task)
     with listener.sessions() as session:
         study = session.scalar(select(Study).where(Study.study_uid == study_uid))
-        served = route(dataclasses.replace(settings, task=str(path)), session, study, store)
+    served = route(dataclasses.replace(settings, task=str(path)), listener.sessions, study, store)
     assert isinstance(served, Route)
 
     assert trained.series_dir.name == served.inputs.series.series_uid

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "radpair.cli.db",
     "radpair.cli.serve",
     "radpair.cli.status",
+    "radpair.cli.jobs",
     "radpair.cli.cohort",
     "radpair.cli.send",
     "radpair.cli.train",

@@ -16,9 +16,11 @@ from pynetdicom import _config as pynetdicom_config
 from sqlalchemy import Connection, create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
-from radpair.core.models import Instance, QuarantineEntry
+from radpair.core.models import Association, Instance, QuarantineEntry, Report
 from tests.support.listener import RunningListener
+from tests.support.dcmtk import dataset_bytes
 from tests.support.dicom import make_series
+from tests.support.hostile import deflate_bomb, sr_with_items, truncated_pixel_data
 from tests.support.postgres import PostgresServer
 
 
@@ -133,3 +135,88 @@ def test_database_down_is_out_of_resources(start_listener, postgres_server: Post
 def _admin(server: PostgresServer) -> Connection:
     """A superuser connection to the server's maintenance database."""
     return create_engine(server.url, isolation_level="AUTOCOMMIT", poolclass=NullPool).connect()
+
+
+def test_deflate_bomb_is_refused_without_inflating_it(start_listener, raw_send, tmp_path: Path) -> None:  # noqa: ANN001
+    """64 MiB of zeros deflated to ~64 KB, against a 16 MiB cap: 0xC000, quarantined with the reason."""
+    listener = start_listener(**{"listener.max_inflated_size": 16 * 1024**2})
+    bomb = deflate_bomb(tmp_path / "bomb.dcm", inflated=64 * 1024**2)
+    assert bomb.stat().st_size < 200_000
+    assert raw_send(listener, bomb) == 0xC000
+    (entry,) = _quarantine(listener)
+    assert "inflates to more than 16777216 bytes" in entry.reason
+    assert Path(entry.path).stat().st_size == len(dataset_bytes(bomb)), "the bytes as received are kept"
+    with listener.sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 0
+    assert listener.echoscu().returncode == 0
+
+
+def test_truncated_pixel_data_is_refused(listener: RunningListener, raw_send, tmp_path: Path) -> None:  # noqa: ANN001
+    """Pixel Data declaring 4 GB followed by 1000 bytes: was acknowledged and archived; now 0xC000."""
+    assert raw_send(listener, truncated_pixel_data(tmp_path / "cut.dcm")) == 0xC000
+    (entry,) = _quarantine(listener)
+    assert "declares 4294967280 bytes" in entry.reason and "only 1000 follow" in entry.reason
+    with listener.sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 0
+
+
+def test_instance_over_the_size_limit_is_refused(start_listener, tmp_path: Path) -> None:  # noqa: ANN001
+    listener = start_listener(**{"listener.max_instance_size": 4096})
+    small, = make_series(tmp_path / "small", 1, rows=8, cols=8)
+    big, = make_series(tmp_path / "big", 1, rows=64, cols=64)
+    assert "(Success)" in listener.storescu(small).stderr
+    assert "Received Store Response (Error: CannotUnderstand)" in listener.storescu(big).stderr
+    (entry,) = _quarantine(listener)
+    assert "exceeds listener.max_instance_size (4096)" in entry.reason
+
+
+def test_sr_beyond_the_report_limits_is_archived_without_its_text(start_listener, tmp_path: Path,  # noqa: ANN001
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    listener = start_listener(**{"listener.report_max_items": 200})
+    within, beyond = sr_with_items(tmp_path / "within.dcm", 90), sr_with_items(tmp_path / "beyond.dcm", 150)
+    with caplog.at_level("WARNING", logger="radpair.listener.ingest"):
+        out = listener.storescu(within, beyond)
+    assert out.stderr.count("(Success)") == 2, "both archived"
+    with listener.sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 2
+        (report,) = s.scalars(select(Report)).all()
+    assert report.sr_instance_uid == dcmread(within).SOPInstanceUID and "finding number 89" in report.text
+    assert any("more than 200 sequence items" in r.getMessage() for r in caplog.records)
+
+
+def test_peer_strings_are_escaped_in_quarantine_notes_and_logs(listener: RunningListener, raw_send,  # noqa: ANN001
+                                                               tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A request UID carrying a line break cannot add a line to the reason file or the log."""
+    (path,) = make_series(tmp_path / "in", 1)
+    ds = dcmread(path)
+    ds.SOPInstanceUID = "1.2.3\nreason: forged"
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    forged = tmp_path / "forged.dcm"
+    ds.save_as(forged, enforce_file_format=False)
+    with caplog.at_level("WARNING"):
+        assert raw_send(listener, forged) == 0xC000
+    (entry,) = _quarantine(listener)
+    note = Path(entry.path).with_suffix(".txt").read_text()
+    assert [line for line in note.splitlines() if line.startswith("reason:")] == [f"reason: {entry.reason}"]
+    assert "1.2.3\\nreason: forged" in note
+    assert not any("\n" in r.getMessage() for r in caplog.records)
+
+
+def test_audit_rows_survive_a_database_outage(start_listener, postgres_server: PostgresServer) -> None:  # noqa: ANN001
+    """The database refuses connections while an association runs: its audit row is kept and
+    written, final, with the next association once the database is back (it was dropped before)."""
+    name = f"radpair_audit_{uuid.uuid4().hex[:8]}"
+    listener = start_listener(postgres_server.create_database(name))
+    assert listener.echoscu().returncode == 0
+    with _admin(postgres_server) as conn:
+        conn.execute(text(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+    assert listener.echoscu(calling="DURING").returncode == 0, "C-ECHO needs no database"
+    assert listener.service.audit.pending() == 1
+    with _admin(postgres_server) as conn:
+        conn.execute(text(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+    assert listener.echoscu(calling="AFTER").returncode == 0
+    assert listener.service.audit.pending() == 0
+    with listener.sessions() as s:
+        rows = [(a.calling_ae, a.outcome, a.ended_at is not None) for a in s.scalars(select(Association).order_by(Association.id))]
+    assert rows == [("ECHOSCU", "released", True), ("DURING", "released", True), ("AFTER", "released", True)]

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radpair.core.db import make_engine, session_factory, upgrade
 from radpair.core.models import Job, JobState, utcnow
-from radpair.pipeline.jobs import JobQueue, QueuePolicy, enqueue
+from radpair.pipeline.jobs import JobQueue, QueuePolicy, enqueue, requeue
 
 
 @pytest.fixture
@@ -135,3 +135,102 @@ def test_release_returns_a_dead_workers_jobs_at_once(sessions: sessionmaker[Sess
     assert queue.running_owners() == {"host:1:w0"}
     assert queue.release("host:1:w0") == 1
     assert queue.claim("host:2:w0").attempts == 2
+
+
+def test_waits_stop_at_the_retry_horizon_counted_in_backoff_not_attempts(sessions: sessionmaker[Session]) -> None:
+    policy = QueuePolicy(max_attempts=1, backoff_base=2.0, backoff_max=8.0, retry_horizon=20.0)
+    assert [policy.waited(n) for n in range(5)] == [0, 2, 6, 14, 22]
+    queue = JobQueue(sessions, policy)
+    with sessions.begin() as s:
+        job_id = enqueue(s, "delivery", "k").id
+    states = []
+    for _ in range(5):
+        claimed = queue.claim("w1")
+        states.append(queue.wait(claimed.id, "w1", f"PeerUnavailable: down {_}"))
+        make_due(sessions, job_id)
+    assert states == [JobState.PENDING] * 4 + [JobState.DEAD], "max_attempts=1 does not apply to waits"
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        assert job.last_error == "gave up after 4 waits over 0.0 h: PeerUnavailable: down 4"
+    assert requeue(sessions, dead=True) == [job_id]
+    with sessions() as s:
+        job = s.get(Job, job_id)
+        assert (job.state, job.attempts, job.waits) == (JobState.PENDING, 0, 0)
+    assert queue.claim("w1").id == job_id, "due at once"
+
+
+def _stable_study(tmp_path, database_url: str):  # noqa: ANN001, ANN202 - (settings, sessions, queue)
+    from radpair.core.settings import load_settings
+    from radpair.core.store import InstanceStore
+    from tests.support.archive import archive_files, mark_stable
+    from tests.support.dicom import write_head_series
+    from tests.support.ports import free_port
+
+    settings = load_settings(None, environ={}, overrides={
+        "data_dir": str(tmp_path / "data"), "database.url": database_url, "triton.mode": "remote",
+        "triton.url": f"127.0.0.1:{free_port()}", "triton.retries": 0})
+    engine = make_engine(database_url)
+    upgrade(engine)
+    sessions = session_factory(engine)
+    mark_stable(sessions, archive_files(sessions, InstanceStore(settings.store_dir),
+                                        write_head_series(tmp_path / "mr")))
+    return settings, engine, sessions
+
+
+def test_inference_waits_while_triton_is_down_and_is_not_run_when_triton_is_off(tmp_path, database_url: str) -> None:
+    from radpair.pipeline.service import NO_MODEL_SERVER, PipelineService
+    from radpair.serving.gateway import TritonGateway
+
+    settings, engine, sessions = _stable_study(tmp_path, database_url)
+    off = PipelineService(settings, engine, None)  # what `radpair serve` builds for triton.mode = "off"
+    off._poll()
+    assert off.queue.claim("w", tuple(off.workers.handlers)) is None, "no worker of triton.mode=off takes it"
+    with sessions() as s:
+        (job,) = s.scalars(select(Job)).all()
+        assert (job.kind, job.state, job.last_error) == ("inference", JobState.PENDING, NO_MODEL_SERVER)
+
+    # Triton configured but not running (a real client to a closed port): the job waits, no attempt used.
+    on = PipelineService(settings, engine, TritonGateway(settings))
+    claimed = on.queue.claim("w", ("inference",))
+    on.workers.run_one(claimed, "w")
+    with sessions() as s:
+        job = s.get(Job, claimed.id)
+        assert (job.state, job.attempts, job.waits) == (JobState.PENDING, 0, 1)
+        assert job.last_error.startswith("TritonUnavailable:")
+    engine.dispose()
+
+
+def test_routing_reads_files_outside_any_transaction(tmp_path) -> None:  # noqa: ANN001
+    """A file that does not answer while the pipeline routes a study (a FIFO nobody writes yet:
+    a hung NFS read, a deflate bomb being inflated) must not stall other writers: on SQLite every
+    transaction holds the write lock, so a transaction open across the read would block this
+    UPDATE until the read ends (before, routing read headers inside its session)."""
+    import os
+
+    from radpair.core.models import Instance, Study
+    from radpair.core.store import InstanceStore
+    from radpair.pipeline.rules import Route, route
+
+    settings, engine, sessions = _stable_study(tmp_path, f"sqlite:///{tmp_path / 'radpair.db'}")
+    store = InstanceStore(settings.store_dir)
+    with sessions() as s:
+        study = s.scalars(select(Study)).one()
+        first = store.absolute(min(s.scalars(select(Instance.path))))
+    data = first.read_bytes()
+    first.unlink()
+    os.mkfifo(first)
+    routed: list[object] = []
+    reader = threading.Thread(target=lambda: routed.append(route(settings, sessions, study, store)), daemon=True)
+    reader.start()
+    writer = threading.Thread(target=lambda: make_due(sessions, 0), daemon=True)
+    writer.start()
+    writer.join(20)
+    blocked_writer = writer.is_alive()
+    fifo = os.open(first, os.O_RDWR)  # never blocks, reader or not: let the routing read finish
+    os.write(fifo, data)
+    reader.join(20)
+    writer.join(20)
+    os.close(fifo)
+    assert not blocked_writer, "a write waited for the routing's file read"
+    assert isinstance(routed[0], Route)
+    engine.dispose()

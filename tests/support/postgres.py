@@ -55,6 +55,15 @@ class PostgresServer:
         )
         return self
 
+    def restart(self) -> None:
+        """Stop (fast: connections are cut) and start again on the same port and data."""
+        opts = f"-p {self.port} -k {self.tmp} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(
+            self._as_owner(str(self.bin_dir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "-o", opts,
+                           "-l", str(self.tmp / "log"), "-w", "restart"),
+            check=True, capture_output=True,
+        )
+
     def stop(self) -> None:
         subprocess.run(
             self._as_owner(str(self.bin_dir / "pg_ctl"), "-D", str(self.datadir), "-m", "fast", "stop"),
