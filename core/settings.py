@@ -41,6 +41,11 @@ class ListenerSettings:
     port: int = 11112
     max_pdu: int = 262144
     max_associations: int = 16
+    # At most this many connections (open or still handshaking) from one IP address, so one peer
+    # cannot hold the slots the others need.
+    max_associations_per_address: int = 8
+    # Seconds a new connection gets to finish its TLS handshake and send its A-ASSOCIATE-RQ.
+    request_timeout: float = 5.0
     # Empty list + accept_any_calling_ae: any peer is accepted, allowed only on loopback.
     allowed_peers: list[PeerSettings] = field(default_factory=list)
     accept_any_calling_ae: bool = True

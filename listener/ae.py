@@ -43,6 +43,8 @@ def build_ae(settings: ListenerSettings) -> AE:
     ae.maximum_pdu_size = settings.max_pdu
     # Beyond this, pynetdicom answers A-ASSOCIATE-RJ "local limit exceeded".
     ae.maximum_associations = settings.max_associations
+    # A connection that has not sent its A-ASSOCIATE-RQ by then is closed, freeing its slot.
+    ae.acse_timeout = settings.request_timeout
     ae.require_called_aet = False
     return ae
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from apscheduler.schedulers.base import BaseScheduler
 from pynetdicom import evt
-from pynetdicom.transport import ThreadedAssociationServer
 from sqlalchemy import Engine
 
 from radpair.core.db import session_factory
@@ -16,6 +16,7 @@ from radpair.listener.access import AccessPolicy
 from radpair.listener.ae import build_ae, set_nodelay, tls_context
 from radpair.listener.archive import Archive
 from radpair.listener.audit import AuditTrail
+from radpair.listener.connections import GuardedAssociationServer
 from radpair.listener.ingest import Ingestor
 from radpair.listener.quarantine import Quarantine
 from radpair.listener.stability import mark_stable_studies
@@ -44,7 +45,7 @@ class ListenerService:
                                  Archive(self.sessions, replace_changed=lst.on_changed_duplicate == "replace"),
                                  Quarantine(settings.quarantine_dir, self.sessions), self.audit)
         self.ae = build_ae(lst)
-        self._server: ThreadedAssociationServer | None = None
+        self._server: GuardedAssociationServer | None = None
 
     @property
     def port(self) -> int:
@@ -64,8 +65,11 @@ class ListenerService:
             (evt.EVT_C_STORE, self.ingestor.on_store),
         ]
         ssl_context = tls_context(lst)
-        self._server = self.ae.start_server((lst.host, lst.port), block=False, evt_handlers=handlers,
-                                            ssl_context=ssl_context)
+        self._server = self.ae.make_server((lst.host, lst.port), evt_handlers=handlers, ssl_context=ssl_context,
+                                           server_class=GuardedAssociationServer,
+                                           per_address=lst.max_associations_per_address,
+                                           handshake_timeout=lst.request_timeout)
+        threading.Thread(target=self._server.serve_forever, name="listener-accept", daemon=True).start()
         if scheduler is not None:
             scheduler.add_job(mark_stable_studies, "interval", args=(self.sessions, lst.stable_age),
                               seconds=lst.stability_check_interval, id=STABILITY_JOB, max_instances=1,
