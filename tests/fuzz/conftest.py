@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import strategies as st
 from pynetdicom import _config as pynetdicom_config
 
-from tests.support.fuzz import Seed, seeds, sendable
+from tests.support.fuzz import Seed, StoreClient, header_outcome, mutated, report_outcome, seeds, sendable
 from tests.support.listener import RunningListener, start_listener
 
 
@@ -36,7 +37,15 @@ def outcomes() -> collections.Counter[str]:
     return collections.Counter()
 
 
-def case_file(folder: Path, part10: bytes) -> Path:
+def run_case(data: st.DataObject, pool: list[Seed], client: StoreClient, folder: Path,
+             outcomes: collections.Counter[str]) -> tuple[Seed, int | None]:
+    """One generated case through all three targets, counted in ``outcomes``: the seed it mutated
+    and the C-STORE status (None: no response)."""
+    seed, part10 = data.draw(mutated(pool))
+    outcomes[header_outcome(seed, part10)] += 1
+    outcomes[report_outcome(part10)] += 1
     path = folder / "case.dcm"
     path.write_bytes(part10)
-    return path
+    status = client.send(path)
+    outcomes["store:none" if status is None else f"store:0x{status:04X}"] += 1
+    return seed, status

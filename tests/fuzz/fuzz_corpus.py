@@ -13,8 +13,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from tests.fuzz.conftest import case_file
-from tests.support.fuzz import Seed, StoreClient, header_outcome, mutated, peak_rss_mb, report_outcome
+from tests.fuzz.conftest import run_case
+from tests.support.fuzz import Seed, StoreClient, peak_rss_mb
 from tests.support.listener import RunningListener
 
 RESULTS = Path(__file__).with_name("results") / "corpus.json"
@@ -31,13 +31,9 @@ def test_generated_hostile_corpus_at_scale(seed_pool: list[Seed], fuzz_listener:
     @settings(max_examples=cases, deadline=None, database=None, suppress_health_check=list(HealthCheck))
     @given(st.data())
     def case(data: st.DataObject) -> None:
-        seed, part10 = data.draw(mutated(seed_pool))
-        outcomes[header_outcome(seed, part10)] += 1
-        outcomes[report_outcome(part10)] += 1
-        status = client.send(case_file(folder, part10))
+        seed, status = run_case(data, seed_pool, client, folder, outcomes)
         if status is None:
             unanswered.append(seed.name)
-        outcomes["store:none" if status is None else f"store:0x{status:04X}"] += 1
 
     try:
         case()
