@@ -28,7 +28,6 @@ from pynetdicom.events import Event
 from radpair.core.config import ConfigError
 from radpair.core.settings import ListenerSettings
 from radpair.listener.audit import AuditTrail, escape
-from radpair.listener.header import ListenerLimits, configure_limits
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +94,6 @@ class AccessPolicy:
         self._audit = audit
         self._max_associations = settings.max_associations
         self._called_ae = settings.ae_title.strip() if settings.check_called_ae else None
-        configure_limits(ListenerLimits.from_settings(settings))
         self._peers = [(p.ae_title.strip(), p.host.strip()) for p in settings.allowed_peers]
         self.accept_any = settings.accept_any_calling_ae and not self._peers
         if self.accept_any and not is_loopback(settings.host):

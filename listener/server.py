@@ -17,6 +17,7 @@ from radpair.listener.ae import build_ae, set_nodelay, tls_context
 from radpair.listener.archive import Archive
 from radpair.listener.audit import AuditTrail
 from radpair.listener.connections import GuardedAssociationServer
+from radpair.listener.header import ListenerLimits, configure_limits
 from radpair.listener.ingest import Ingestor
 from radpair.listener.quarantine import Quarantine
 from radpair.listener.stability import mark_stable_studies
@@ -41,6 +42,7 @@ class ListenerService:
         self.sessions = session_factory(engine)
         self.audit = AuditTrail(self.sessions, lst.ae_title)
         self.access = AccessPolicy(lst, self.audit)  # refuses an unsafe configuration before anything starts
+        configure_limits(ListenerLimits.from_settings(lst))  # what read_header and the report extractor enforce
         self.ingestor = Ingestor(InstanceStore(settings.store_dir),
                                  Archive(self.sessions, replace_changed=lst.on_changed_duplicate == "replace"),
                                  Quarantine(settings.quarantine_dir, self.sessions), self.audit)
