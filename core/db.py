@@ -22,10 +22,10 @@ def make_engine(url: str, echo: bool = False) -> Engine:
     not just a process crash: an acknowledged C-STORE is a promise. ``busy_timeout`` lets the
     listener's threads and the workers share one file without "database is locked" errors.
     """
+    path = sqlite_file(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, echo=echo, connect_args={"timeout": 30, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
@@ -46,6 +46,21 @@ def make_engine(url: str, echo: bool = False) -> Engine:
 
         return engine
     return create_engine(url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL (None: another database, or SQLite in memory)."""
+    if not url.startswith("sqlite"):
+        return None
+    path = url.split("///", 1)[-1]
+    return Path(path) if path and path != ":memory:" else None
+
+
+def archive_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist: a reader (``radpair status``) says so
+    instead of connecting, which would create the file and its folder."""
+    path = sqlite_file(url)
+    return path is not None and not path.exists()
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -19,6 +19,7 @@ from typing import Any, Literal, Mapping
 
 from radpair.core import config
 from radpair.core.config import ConfigError
+from radpair.core.uids import DEFAULT_ROOT, InvalidUID, validate_root
 
 ENV_PREFIX = "RADPAIR_"
 # Training configurations read their own variables (``radpair.training.config``).
@@ -200,6 +201,23 @@ class RetrainSettings:
 
 
 @dataclass
+class DicomSettings:
+    # The organisation root of every UID radpair creates (results' series, instances, tracking
+    # UIDs). Register your own (ISO/ANSI, or a 2.25 UUID root); the default is pydicom's.
+    uid_root: str = DEFAULT_ROOT
+
+
+@dataclass
+class LoggingSettings:
+    # "text": one human-readable line per event; "json": one JSON object per line for log shippers.
+    format: Literal["text", "json"] = "text"
+    # Patient ID, accession number and name in log lines; off, a line names the study by its UID only.
+    patient_identifiers: bool = False
+    # Library warnings (MONAI, torch, highdicom deprecations) a user cannot act on; shown with -v.
+    library_warnings: bool = False
+
+
+@dataclass
 class Settings:
     data_dir: Path = Path("data")
     log_level: str = "INFO"
@@ -211,6 +229,8 @@ class Settings:
     triton: TritonSettings = field(default_factory=TritonSettings)
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
+    dicom: DicomSettings = field(default_factory=DicomSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
 
     @property
     def database_url(self) -> str:
@@ -262,6 +282,10 @@ def _check(s: Settings) -> None:
         raise ConfigError("settings keys 'triton.retries' and 'triton.retry_backoff' must be >= 0")
     if s.triton.mode == "remote" and not s.triton.url:
         raise ConfigError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
+    try:
+        validate_root(s.dicom.uid_root)
+    except InvalidUID as exc:
+        raise ConfigError(f"settings key 'dicom.uid_root': {exc}") from exc
     _check_pipeline(s.pipeline)
     _check_retrain(s.retrain)
 

@@ -132,8 +132,8 @@ class Archive:
                           state=StudyState.RECEIVING, first_received_at=now, last_received_at=now)
             session.add(study)
             session.flush()
-            log.info("study %s: receiving (new, patient %r, accession %r)", h.study_uid, h.patient_id,
-                     h.accession_number)
+            log.info("study %s: receiving (new)", h.study_uid,
+                     extra={"patient_id": h.patient_id, "accession_number": h.accession_number})
         series = Series(series_uid=h.series_uid, study_pk=study.id, modality=h.modality,
                         series_number=h.series_number, description=h.series_description,
                         body_part=h.body_part, frame_of_reference_uid=h.frame_of_reference_uid)

@@ -27,7 +27,6 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom import Dataset
-from pydicom.uid import generate_uid
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +34,7 @@ from radpair.core.gateway import ModelGateway
 from radpair.core.models import Delivery, Instance, Job, Result, Series, Study, StudyState
 from radpair.core.settings import Settings
 from radpair.core.store import InstanceStore
+from radpair.core.uids import new_uid
 from radpair.pipeline.inference import Prediction, predict
 from radpair.pipeline.jobs import ClaimedJob, Skip, enqueue
 from radpair.pipeline.results import Finding, Provenance, headers
@@ -55,7 +55,7 @@ SERIES_NUMBERS = {"seg": 9901, "pm": 9902, "sr": 9903, "sc": 9904}
 
 
 def result_uid(study_uid: str, generation: int, kind: str, model_version: str, what: str) -> str:
-    return generate_uid(entropy_srcs=[study_uid, str(generation), kind, model_version, what])
+    return new_uid([study_uid, str(generation), kind, model_version, what])
 
 
 def enqueue_stable_studies(sessions: sessionmaker[Session]) -> int:

@@ -9,27 +9,23 @@ copy of old ones.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import threading
 from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.base import BaseScheduler
-from sqlalchemy import Engine, MetaData, Table, inspect, select
+from sqlalchemy import Engine
 
-from radpair.core.db import session_factory
-from radpair.core.models import RetrainRun
 from radpair.core.settings import Settings
 from radpair.retrain.job import RetrainOutcome, run_retrain
 from radpair.retrain.lock import RetrainBusy
+from radpair.retrain.status import JOB_ID, JOBS_TABLE
 
 log = logging.getLogger(__name__)
 
-JOB_ID = "radpair.retrain"
 JOB_REFERENCE = "radpair.retrain:scheduled_retrain"
 JOBSTORE = "retrain"
-JOBS_TABLE = "apscheduler_jobs"
 
 _service: RetrainService | None = None
 
@@ -104,27 +100,3 @@ class RetrainService:
 
 def _job_signature(job: Any) -> tuple[str, str, str, int, bool]:
     return job.func_ref, str(job.trigger), str(job.trigger.timezone), job.misfire_grace_time, job.coalesce
-
-
-def next_run_time(engine: Engine) -> dt.datetime | None:
-    """When the stored cron job fires next (None: not scheduled), read without a scheduler."""
-    if not inspect(engine).has_table(JOBS_TABLE):
-        return None
-    jobs = Table(JOBS_TABLE, MetaData(), autoload_with=engine)
-    with engine.connect() as conn:
-        stamp = conn.execute(select(jobs.c.next_run_time).where(jobs.c.id == JOB_ID)).scalar()
-    return None if stamp is None else dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
-
-
-def summary(engine: Engine) -> str:
-    """Two lines for ``radpair status``: the next scheduled run and the last run's outcome."""
-    upcoming = next_run_time(engine)
-    with session_factory(engine)() as session:
-        last = session.scalars(select(RetrainRun).order_by(RetrainRun.id.desc()).limit(1)).first()
-    lines = [f"retrain next run: {upcoming:%Y-%m-%d %H:%M:%S} UTC" if upcoming else "retrain next run: not scheduled"]
-    if last is None:
-        lines.append("retrain last run: none yet")
-    else:
-        lines.append(f"retrain last run: #{last.id} {last.trigger} {last.started_at:%Y-%m-%d %H:%M:%S} UTC "
-                     f"{last.outcome} — {last.reason}")
-    return "\n".join(lines) + "\n"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 from pathlib import Path
 
@@ -37,8 +36,6 @@ def run(args: argparse.Namespace) -> int:
     from radpair.training.cohort.generate import CohortSpec, generate_cohort
     from radpair.training.cohort.shifts import resolve_shift
 
-    if not args.verbose:  # highdicom logs every module it copies into each SR at INFO
-        logging.getLogger("highdicom").setLevel(logging.WARNING)
     if args.n < 1 or min(args.size) < 8 or not 0.0 <= args.lesion_free_fraction < 1.0:
         raise SystemExit("radpair cohort: need --n >= 1, every --size >= 8 and 0 <= --lesion-free-fraction < 1")
     try:

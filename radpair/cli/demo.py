@@ -10,7 +10,6 @@ destination, whether the PACS has acknowledged them.
 from __future__ import annotations
 
 import argparse
-import logging
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="send a small synthetic cohort to a running `radpair serve` and show the results")
     add_settings_options(p)
     p.add_argument("--n", type=int, default=3, help="studies to generate and send (default 3)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seed", type=int, default=7, help="cohort seed: the same seed writes the same studies (default 7)")
     p.add_argument("--size", type=int, nargs=3, metavar=("D", "H", "W"), default=(64, 64, 64),
                    help="volume size of the generated MR series (default 64 64 64)")
     p.add_argument("--out", metavar="DIR", help="where to write the cohort (default: a temporary folder)")
@@ -47,7 +46,6 @@ def demo(args: argparse.Namespace) -> int:
     from radpair.training.cohort.shifts import resolve_shift
 
     settings = settings_from_args(args)
-    logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="radpair-demo-") as tmp:
         folder = Path(args.out) if args.out else Path(tmp) / "cohort"
         generate_cohort(CohortSpec(folder, args.n, args.seed, resolve_shift(None), load_task(settings.task),

@@ -19,7 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp = commands.add_parser("import", help="import labels from a CSV (a cohort's labels.csv or a site's list)")
     add_settings_options(imp)
     add_task_option(imp)
-    imp.add_argument("file", type=Path, metavar="FILE.csv")
+    imp.add_argument("file", type=Path, metavar="FILE.csv",
+                     help="CSV with a label column and study_uid, accession_number or patient_id")
     imp.set_defaults(func=import_command)
 
 

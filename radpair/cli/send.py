@@ -1,9 +1,8 @@
-"""``radpair send PATH... --to HOST:PORT --aet AET``: C-STORE files and folders to a peer."""
+"""``radpair send PATH... --to HOST:PORT --ae-title AET``: C-STORE files and folders to a peer."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,10 +17,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Send DICOM files (folders are searched recursively; non-DICOM files found there "
                     "are skipped) to a DICOM peer, one association per study. Exit status 1 if any "
                     "instance failed, 2 if the peer could not be reached.")
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="DICOM files, or folders of them")
     parser.add_argument("--to", required=True, metavar="HOST:PORT", help="the peer's address")
-    parser.add_argument("--aet", required=True, help="the peer's (called) AE title")
-    parser.add_argument("--calling-aet", default="RADPAIR", help="our AE title (default RADPAIR)")
+    parser.add_argument("--ae-title", required=True, metavar="AET", help="the peer's (called) AE title")
+    parser.add_argument("--calling-ae-title", default="RADPAIR", metavar="AET", help="our AE title (default RADPAIR)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per network step (default 30)")
     parser.set_defaults(func=run)
 
@@ -54,14 +53,12 @@ def _peer(args: argparse.Namespace) -> Peer:
     host, _, port = args.to.rpartition(":")
     if not host or not port.isdigit():
         raise SystemExit(f"radpair send: --to must be HOST:PORT, not {args.to!r}")
-    return Peer(host=host, port=int(port), called_aet=args.aet, calling_aet=args.calling_aet, timeout=args.timeout)
+    return Peer(host=host, port=int(port), called_aet=args.ae_title, calling_aet=args.calling_ae_title, timeout=args.timeout)
 
 
 def run(args: argparse.Namespace) -> int:
     from radpair.core.scu import PeerUnavailable, store_files
 
-    if not args.verbose:  # core.scu logs one line per association; pynetdicom's per-PDU lines are debug detail
-        logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     peer = _peer(args)
     missing = [str(p) for p in args.paths if not p.exists()]
     if missing:

@@ -9,8 +9,11 @@ the one place where the layers meet: the pipeline gets its model gateway (Triton
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import signal
+import socket
+import sys
 import threading
 from typing import TYPE_CHECKING, Protocol
 
@@ -48,11 +51,45 @@ def build_components(settings: Settings, engine: Engine) -> list[Component]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="run the DICOM listener and the scheduler until SIGTERM/SIGINT")
+    p = sub.add_parser("serve", help="run the listener, the pipeline, the embedded Triton and the retraining "
+                                     "schedule until SIGTERM/SIGINT")
     add_settings_options(p)
     p.add_argument("--port", type=int, metavar="N", help="listener port (overrides listener.port; 0 = any free)")
     p.add_argument("--ae-title", metavar="AET", help="listener AE title (overrides listener.ae_title)")
     p.set_defaults(func=serve)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another program listens on ``host:port`` (a bind with SO_REUSEADDR, as the servers do,
+    fails only then; a socket in TIME_WAIT does not count)."""
+    if port == 0:
+        return False
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def listener_port_message(settings: Settings) -> str:
+    lst = settings.listener
+    return (f"radpair serve: the listener's port {lst.host}:{lst.port} is in use by another program "
+            f"(another radpair serve?); stop it, or choose a port with --port or listener.port")
+
+
+def warn_triton_ports(settings: Settings) -> None:
+    """One clear line per embedded-Triton port taken by another program: tritonserver itself only
+    exits with status 1 and writes the reason to <data_dir>/triton/tritonserver.log."""
+    t = settings.triton
+    if t.mode != "embedded":
+        return
+    for key in ("http_port", "grpc_port", "metrics_port"):
+        port = getattr(t, key)
+        if port_in_use("127.0.0.1", port):
+            log.error("embedded Triton cannot start: port %d (triton.%s) is in use by another program; "
+                      "inference jobs wait until it is free, or set triton.%s", port, key, key)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -61,11 +98,10 @@ def serve(args: argparse.Namespace) -> int:
     from radpair.core.db import make_engine, upgrade
 
     settings = settings_from_args(args, **{"listener.port": args.port, "listener.ae_title": args.ae_title})
-    logging.getLogger().setLevel(settings.log_level.upper())
-    # pynetdicom logs every request, APScheduler every job run and highdicom every module it copies
-    # at INFO; radpair logs one line per association, per study state change and per job instead.
-    for noisy in ("pynetdicom", "apscheduler", "highdicom"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if port_in_use(settings.listener.host, settings.listener.port):
+        print(listener_port_message(settings), file=sys.stderr)
+        return 1
+    warn_triton_ports(settings)
     engine = make_engine(settings.database_url, echo=settings.database.echo)
     upgrade(engine)
     stop_requested = threading.Event()
@@ -76,7 +112,13 @@ def serve(args: argparse.Namespace) -> int:
     started: list[Component] = []
     try:
         for component in build_components(settings, engine):
-            component.start(scheduler)
+            try:
+                component.start(scheduler)
+            except OSError as exc:  # the port taken between the check above and the bind
+                if exc.errno != errno.EADDRINUSE or component.name != "listener":
+                    raise
+                print(listener_port_message(settings), file=sys.stderr)
+                return 1
             started.append(component)
         scheduler.start()
         log.info("radpair serving (%s); data in %s, database %s", ", ".join(c.name for c in started),

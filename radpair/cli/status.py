@@ -36,21 +36,26 @@ def render(tables: Sequence[StatusTable]) -> str:
 
 
 def status(args: argparse.Namespace) -> int:
-    from radpair.core.db import current_revision, make_engine, session_factory
+    from radpair.core.db import archive_missing, current_revision, make_engine, session_factory
     from radpair.listener.status import status_tables as listener_tables
     from radpair.pipeline.status import status_tables as pipeline_tables
-    from radpair.retrain.schedule import summary as retrain_summary
+    from radpair.retrain.status import summary as retrain_summary
 
     settings = settings_from_args(args)
+    if archive_missing(settings.database_url):
+        return _no_archive(settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         if current_revision(engine) is None:
-            print(f"radpair: no archive at {engine.url.render_as_string(hide_password=True)} yet "
-                  "(`radpair serve` or `radpair db upgrade` creates it)")
-            return 1
+            return _no_archive(engine.url.render_as_string(hide_password=True))
         with session_factory(engine)() as session:
             print(render([*listener_tables(session), *pipeline_tables(session)]), end="")
         print("\n" + retrain_summary(engine), end="")
     finally:
         engine.dispose()
     return 0
+
+
+def _no_archive(where: str) -> int:
+    print(f"radpair: no archive at {where} yet (`radpair serve` or `radpair db upgrade` creates it)")
+    return 1

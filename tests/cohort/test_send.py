@@ -44,7 +44,7 @@ def radpair(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201 - a small runne
 
 
 def test_cohort_sent_with_radpair_send_arrives_complete(cohort: Path, storescp: StoreSCP, radpair) -> None:  # noqa: ANN001
-    result = radpair("send", str(cohort), "--to", f"127.0.0.1:{storescp.port}", "--aet", storescp.aet)
+    result = radpair("send", str(cohort), "--to", f"127.0.0.1:{storescp.port}", "--ae-title", storescp.aet)
     assert result.returncode == 0, result.stderr
     sent = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in cohort.rglob("*.dcm")}
     received = {pydicom.dcmread(p).SOPInstanceUID: p for p in storescp.folder.iterdir()}
@@ -61,7 +61,7 @@ def test_peer_down_raises_peer_unavailable(cohort: Path, radpair) -> None:  # no
     with pytest.raises(PeerUnavailable) as caught:
         store_files(sorted(cohort.rglob("*.dcm"))[:2], Peer("127.0.0.1", port, "NOBODY", timeout=5))
     assert isinstance(caught.value, ConnectionError) and caught.value.outcomes == []
-    result = radpair("send", str(cohort), "--to", f"127.0.0.1:{port}", "--aet", "NOBODY", "--timeout", "5")
+    result = radpair("send", str(cohort), "--to", f"127.0.0.1:{port}", "--ae-title", "NOBODY", "--timeout", "5")
     assert result.returncode == 2 and "cannot associate" in result.stderr
 
 
@@ -129,7 +129,7 @@ def test_per_instance_failures_are_reported_and_the_rest_is_stored(cohort: Path,
     assert sorted(map(len, mr_sr_scp.associations)) == [0, 1, 1]
     assert {uid for a in mr_sr_scp.associations for uid in a} == {s.study_uid for s in studies}
 
-    result = radpair("send", *map(str, files[:5]), "--to", f"127.0.0.1:{mr_sr_scp.port}", "--aet", "TESTSCP")
+    result = radpair("send", *map(str, files[:5]), "--to", f"127.0.0.1:{mr_sr_scp.port}", "--ae-title", "TESTSCP")
     assert result.returncode == 1 and f"FAILED {files[3]}" in result.stderr and "sent 4/5" in result.stdout
 
 

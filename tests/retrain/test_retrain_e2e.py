@@ -111,7 +111,7 @@ def test_retrain_promotes_gates_serves_and_rolls_back(tmp_path: Path, capsys: py
     try:
         # The archive: every study (MR series + SR report) over DICOM, then the labels.
         code, out = radpair_here(capsys, monkeypatch, env, "send", *(str(s.series_dir.parent) for s in archived),
-                                 "--to", f"127.0.0.1:{serve.port}", "--aet", "RADPAIR", "--calling-aet", "MODALITY")
+                                 "--to", f"127.0.0.1:{serve.port}", "--ae-title", "RADPAIR", "--calling-ae-title", "MODALITY")
         assert code == 0, out
 
         def paired() -> bool:
@@ -143,7 +143,7 @@ def test_retrain_promotes_gates_serves_and_rolls_back(tmp_path: Path, capsys: py
 
         # The next study from the PACS is analysed by version 1, and its SR says so.
         code, out = radpair_here(capsys, monkeypatch, env, "send", str(later.series_dir.parent),
-                                 "--to", f"127.0.0.1:{serve.port}", "--aet", "RADPAIR", "--calling-aet", "PACS")
+                                 "--to", f"127.0.0.1:{serve.port}", "--ae-title", "RADPAIR", "--calling-ae-title", "PACS")
         assert code == 0, out
 
         def sr_result() -> Result | None:

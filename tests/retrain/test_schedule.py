@@ -20,7 +20,8 @@ from sqlalchemy import select
 from radpair.core.db import make_engine, session_factory, upgrade
 from radpair.core.models import RetrainRun
 from radpair.core.settings import Settings, load_settings
-from radpair.retrain.schedule import JOB_REFERENCE, RetrainService, next_run_time, summary
+from radpair.retrain.schedule import JOB_REFERENCE, RetrainService
+from radpair.retrain.status import next_run_time, summary
 from tests.support.checks import wait_for
 
 EVERY = 10  # seconds between cron firings
