@@ -26,6 +26,7 @@ import ctypes
 import importlib.util
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -123,6 +124,8 @@ except ProcessLookupError:
     pass
 """
 _SERVER_NAMES = ("tritonserver", "triton_python_backend_stub")
+# A glog error line: "E1204 00:01:02.345678 123 http_server.cc:4000] message".
+_GLOG_ERROR = re.compile(r"^E\d{4} [\d:.]+ +\d+ [^\]]*\] (.*)$", re.M)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -179,6 +182,7 @@ class ManagedTritonServer:
         self._stopping = threading.Event()
         self._supervisor: threading.Thread | None = None
         self._log_file = None
+        self._log_start = 0
         self._watchdog: subprocess.Popen | None = None
 
     @property
@@ -258,6 +262,7 @@ class ManagedTritonServer:
         cmd = self.command()
         if self._log_file is None:
             self._log_file = open(self.log_path, "ab")
+        self._log_start = self._log_file.tell()
         with self._lock:
             self._process = subprocess.Popen(
                 cmd, env=server_environment(), stdout=self._log_file, stderr=subprocess.STDOUT,
@@ -280,6 +285,24 @@ class ManagedTritonServer:
         except OSError:
             return 0
 
+    def exit_reason(self) -> str:
+        """The last error line this run of tritonserver wrote to its log (glog ``E…] message``),
+        e.g. "failed to start HTTP service: Address already in use"; tritonserver's exit status
+        alone is always 1."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self._log_start)
+                text = f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+        errors = [m.group(1) for m in _GLOG_ERROR.finditer(text)]
+        return errors[-1].strip() if errors else ""
+
+    def _exited(self) -> str:
+        code = self._process.returncode if self._process else None
+        reason = self.exit_reason()
+        return f"status {code}: {reason}" if reason else f"status {code}; see {self.log_path}"
+
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -294,7 +317,7 @@ class ManagedTritonServer:
         deadline = time.monotonic() + limit
         while self._get("/v2/health/ready") != 200:
             if not self.alive():
-                raise TritonServerError(f"tritonserver exited with status {self._process.returncode}; see {self.log_path}")
+                raise TritonServerError(f"tritonserver exited with {self._exited()}")
             if time.monotonic() > deadline:
                 raise TritonServerError(f"tritonserver not ready after {limit:.0f} s; see {self.log_path}")
             time.sleep(0.2)
@@ -308,8 +331,7 @@ class ManagedTritonServer:
         while not self._stopping.wait(0.5):
             if self.alive():
                 continue
-            code = self._process.returncode if self._process else None
-            log.warning("tritonserver (pid %s) died with status %s; restarting in %.1f s", self.pid, code, delay)
+            log.warning("tritonserver (pid %s) died with %s; restarting in %.1f s", self.pid, self._exited(), delay)
             if self._stopping.wait(delay):
                 return
             self.restarts += 1

@@ -79,19 +79,6 @@ def listener_port_message(settings: Settings) -> str:
             f"(another radpair serve?); stop it, or choose a port with --port or listener.port")
 
 
-def warn_triton_ports(settings: Settings) -> None:
-    """One clear line per embedded-Triton port taken by another program: tritonserver itself only
-    exits with status 1 and writes the reason to <data_dir>/triton/tritonserver.log."""
-    t = settings.triton
-    if t.mode != "embedded":
-        return
-    for key in ("http_port", "grpc_port", "metrics_port"):
-        port = getattr(t, key)
-        if port_in_use("127.0.0.1", port):
-            log.error("embedded Triton cannot start: port %d (triton.%s) is in use by another program; "
-                      "inference jobs wait until it is free, or set triton.%s", port, key, key)
-
-
 def serve(args: argparse.Namespace) -> int:
     from apscheduler.schedulers.background import BackgroundScheduler
 
@@ -101,7 +88,6 @@ def serve(args: argparse.Namespace) -> int:
     if port_in_use(settings.listener.host, settings.listener.port):
         print(listener_port_message(settings), file=sys.stderr)
         return 1
-    warn_triton_ports(settings)
     engine = make_engine(settings.database_url, echo=settings.database.echo)
     upgrade(engine)
     stop_requested = threading.Event()

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select
 
 from radpair.core.db import make_engine, session_factory
-from radpair.core.models import Delivery, Job, JobState, Study
+from radpair.core.models import Association, Delivery, Job, JobState, Study
 from radpair.core.task import load_task
 from radpair.pipeline import codes
 from radpair.serving.server import ManagedTritonServer
@@ -37,6 +37,8 @@ pytestmark = pytest.mark.slow
 RESULT_CLASSES = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.88.34": "SR",
                   "1.2.840.10008.5.1.4.1.1.30": "PM"}
 TASK = load_task()
+# A site's own organisation root (a 2.25 UUID-derived root, as a site without a registered one would use).
+UID_ROOT = "2.25.24837461890129387"
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimpleNamespace
         "RADPAIR_PIPELINE_BACKOFF_MAX": "2.0",
         "RADPAIR_PIPELINE_DESTINATIONS": f'[{{name = "pacs", ae_title = "PACS", host = "127.0.0.1", port = {pacs_port}}}]',
         "RADPAIR_PIPELINE_RULES": '[{name = "mr-head", study_description = "", destinations = ["pacs"]}]',
+        "RADPAIR_DICOM_UID_ROOT": UID_ROOT,
     }
     data_dir = tmp / "radpair"
     radpair = ServeProcess(data_dir, env=env)
@@ -124,6 +127,35 @@ def test_pacs_autoroutes_a_study_and_gets_sr_seg_pm_in_the_same_study(system: Si
     assert seg.SOPInstanceUID in referenced and source_uids <= referenced
     if TASK.location_of(study.report_text):
         assert group.finding_sites[0].topographical_modifier == TASK.location_code(TASK.location_of(study.report_text)).code()
+
+    for kind, ds in (("SEG", seg), ("PM", pm), ("SR", sr)):
+        assert ds.SOPInstanceUID.startswith(UID_ROOT + ".") and ds.SeriesInstanceUID.startswith(UID_ROOT + "."), kind
+
+    log = system.radpair.log()
+    assert f"study {study.study_uid}: receiving" in log
+    assert study.patient_id not in log and study.accession_number not in log, "patient identifiers at INFO"
+
+    status = subprocess.run([sys.executable, "-m", "radpair", "status", "--data-dir", str(system.data_dir)],
+                            capture_output=True, text=True, timeout=60, check=True).stdout
+    (result_line,) = [line for line in status.splitlines() if line.startswith(study.study_uid)]
+    assert f"p={probability.value:.3f}" in result_line and "v1" in result_line
+    assert any(line.split()[:2] == ["pacs", "delivered"] for line in status.splitlines()), status
+
+
+def test_orthanc_routes_each_study_once(system: SimpleNamespace) -> None:
+    """radpair's results make the study stable again in Orthanc; the example Lua rule must not
+    send the study's series to radpair a second time (each routed series is marked)."""
+    study = system.cohort[0]
+    wait_for("results of the first study", lambda: len(results_in_pacs(system.pacs, study.study_uid)) == 3, timeout=180)
+    orthanc_study = system.pacs.post("/tools/lookup", study.study_uid.encode())[0]["ID"]
+    wait_for("the study stable again after the results", lambda: system.pacs.get(f"/studies/{orthanc_study}")["IsStable"],
+             timeout=30)
+    wait_for("Orthanc's store jobs to finish", lambda: all(
+        system.pacs.get(f"/jobs/{j}")["State"] in ("Success", "Failure") for j in system.pacs.get("/jobs")), timeout=30)
+    with system.sessions() as s:
+        from_pacs = s.scalars(select(Association).where(Association.calling_ae == "PACS")).all()
+    assert sum(a.stored for a in from_pacs) > 0
+    assert sum(a.duplicates for a in from_pacs) == 0, [(a.stored, a.duplicates) for a in from_pacs]
 
 
 def test_triton_down_jobs_wait_then_complete(system: SimpleNamespace) -> None:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ import torch
 from radpair.serving.client import TritonClient
 from radpair.serving.deploy import DeployError, deploy, history, rollback
 from radpair.serving.repository import LIBTORCH_SUFFIX, ModelRepository, read_config
-from radpair.serving.server import ManagedTritonServer
+from radpair.serving.server import ManagedTritonServer, TritonServerError
 from radpair.cli import main
 from tests.support.ports import free_port
 from tests.support.models import MODEL, PARAMS, export_small, small_classifier
@@ -217,3 +218,17 @@ def test_a_model_that_fails_at_start_leaves_the_server_up(triton_repo: ModelRepo
         assert server.wait_ready(timeout=30) == [MODEL]
         assert server.alive()
         assert f"failed to load '{MODEL}' version {current}" in server.log_path.read_text()
+
+
+def test_a_port_in_use_is_named_from_tritons_own_log(triton_repo: ModelRepository, tmp_path: Path) -> None:
+    """tritonserver only exits with status 1; the error names the reason it wrote to its log."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        server = ManagedTritonServer(triton_repo.root, taken.getsockname()[1], free_port(), free_port(), [MODEL],
+                                     work_dir=tmp_path, startup_timeout=60)
+        with pytest.raises(TritonServerError) as raised:
+            server.start()
+        server.stop()
+    message = str(raised.value)
+    assert "status 1: " in message and "in use" in message.lower(), message
