@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 RADPAIR = [sys.executable, "-m", "radpair"]
@@ -20,9 +21,10 @@ class ServeProcess:
     Without inference unless ``env`` sets ``RADPAIR_TRITON_MODE``: most tests serve only the
     listener, and an embedded Triton on its fixed default ports would collide between them."""
 
-    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, timeout: float = 60) -> None:
-        self.proc = subprocess.Popen([*RADPAIR, "serve", "--data-dir", str(data_dir), "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    def __init__(self, data_dir: Path, env: dict[str, str] | None = None, timeout: float = 60,
+                 radpair: Sequence[str] = RADPAIR, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen([*radpair, "serve", "--data-dir", str(data_dir), "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
                                      env={**os.environ, "RADPAIR_TRITON_MODE": "off", **(env or {})})
         self.lines: list[str] = []
         self.port = 0
