@@ -10,10 +10,10 @@ destination, whether the PACS has acknowledged them.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from radpair.cli.options import add_settings_options, settings_from_args
@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from radpair.core.scu import Peer, store_files
+    from radpair.core.scu import Peer, PeerUnavailable, store_files
     from radpair.core.task import load_task
     from radpair.training.cohort import read_cohort
     from radpair.training.cohort.generate import CohortSpec, generate_cohort
@@ -55,7 +55,11 @@ def demo(args: argparse.Namespace) -> int:
                     settings.listener.port, settings.listener.ae_title, calling_aet="RADPAIR_DEMO")
         for study in tqdm(studies, desc="sending studies", unit="study"):
             files = sorted(study.series_dir.glob("*.dcm")) + [study.report_path]
-            failed = [o for o in store_files(files, peer) if o.status != 0]
+            try:
+                failed = [o for o in store_files(files, peer) if o.status != 0]
+            except PeerUnavailable as exc:
+                print(f"radpair demo: {exc}; is `radpair serve` running with the same settings?", file=sys.stderr)
+                return 2
             if failed:
                 print(f"radpair demo: {len(failed)} instance(s) of {study.study_uid} refused: {failed[0].error}")
                 return 1
