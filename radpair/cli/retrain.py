@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def retrain_command(args: argparse.Namespace) -> int:
     from radpair.core.db import make_engine, upgrade
     from radpair.retrain.lock import RetrainBusy
-    from radpair.retrain.schedule import summary
+    from radpair.retrain.status import summary
 
     settings = settings_from_args(args)
     engine = make_engine(settings.database_url, echo=settings.database.echo)

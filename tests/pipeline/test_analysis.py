@@ -180,11 +180,11 @@ def test_status_tables_say_what_happened(env: SimpleNamespace) -> None:
     enqueue_stable_studies(env.sessions)
     run_inference(env)
     with env.sessions() as s:
-        jobs, studies, deliveries = status_tables(s)
+        jobs, unsuccessful, results, deliveries = status_tables(s)
     assert jobs.rows == [("inference", "skipped", 1, 0)]
-    (row,) = studies.rows
-    assert row[:3] == (study_uid, 1, "skipped") and "4 instances < 8" in row[4]
-    assert deliveries.rows == []
+    (row,) = unsuccessful.rows
+    assert row[1:5] == ("inference", study_uid, "skipped", 1) and "4 instances < 8" in row[5]
+    assert results.rows == [] and deliveries.rows == []
 
 
 def test_a_study_no_rule_takes_is_skipped_with_the_rules_reason(env: SimpleNamespace) -> None:
