@@ -9,10 +9,11 @@ class (qualitative evaluation) and its probability; when none was found it is a 
 with no region and no class. Every code comes from the task (:mod:`radpair.core.task`) or from
 radpair's own (:mod:`radpair.pipeline.codes`). The evidence references the source series (and the SEG).
 
-A found lesion also gets a TID 1410 planar ROI group: the region's outline (its bounding box) on
-the slice where the region is largest, with the class, its probability and the lesion probability.
-Viewers that draw only image regions (OHIF 3 shows a measurement group only when it holds a SCOORD)
-then show the finding over the image, labelled; docs/viewer.md shows what a radiologist sees.
+A found lesion also gets a TID 1410 planar ROI group about the same finding (same tracking
+identifier): the region's outline (its bounding box) on the slice where the region is largest,
+with the class and "Probability of <class>" (RP2nn). OHIF 3 draws a finding only from an image
+region (SCOORD), merges the groups of one tracking identifier and labels the drawing with their
+numbers' names and values only; docs/viewer.md shows what a radiologist sees.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def build_sr(
                                                        value=task.class_code(finding.predicted_class).code()))
     common = dict(
         tracking_identifier=hd.sr.TrackingIdentifier(
-            uid=tracking_uid, identifier="radpair attention region" if seg is not None else "radpair finding"),
+            uid=tracking_uid, identifier=_tracking_label(finding, seg is not None)),
         finding_type=task.finding.code.code(),
         algorithm_id=algorithm,
         finding_sites=[hd.sr.FindingSite(anatomic_location=task.finding.site.code(),
@@ -96,13 +97,14 @@ def build_sr(
     groups: list[hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations
                  | hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations] = [group]
     if seg is not None and mask is not None and mask.any():
-        label = f"radpair: {finding.predicted_class}" if finding.predicted_class else "radpair finding"
+        # The same finding (same tracking identifier) on its key slice. Viewers that track findings
+        # (OHIF) merge it with the group above and label the drawing with the groups' numbers' names,
+        # so this one states the class's probability under the class's name.
+        named = [hd.sr.Measurement(name=rp_codes.probability_of_class(task, finding.predicted_class),
+                                   value=round(float(finding.class_probability or 0.0), 6), unit=codes.UCUM.NoUnits,
+                                   algorithm_id=algorithm)] if finding.predicted_class is not None else []
         groups.append(hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-            referenced_region=_key_slice_region(source, mask),
-            **{**common, "tracking_identifier": hd.sr.TrackingIdentifier(
-                uid=generate_uid(entropy_srcs=[tracking_uid, "key slice region"]), identifier=label),
-               "measurements": measurements[::-1]},
-        ))
+            referenced_region=_key_slice_region(source, mask), **{**common, "measurements": named}))
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=device),
         procedure_reported=task.sr.procedure.code(),
@@ -122,6 +124,13 @@ def build_sr(
         coding_schemes=rp_codes.coding_schemes(task),
         series_description=f"radpair AI report ({provenance.model_label})",
     )
+
+
+def _tracking_label(finding: Finding, has_region: bool) -> str:
+    """The finding's human-readable tracking identifier, which viewers list: the class when there is one."""
+    if finding.present and finding.predicted_class is not None:
+        return f"radpair: {finding.predicted_class} (p={float(finding.class_probability or 0.0):.2f})"
+    return "radpair attention region" if has_region else "radpair finding"
 
 
 def _key_slice_region(source: Sequence[Dataset], mask: np.ndarray) -> hd.sr.ImageRegion:

@@ -46,7 +46,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_sr_outlines_the_region_on_its_largest_slice_with_class_and_probabilities(written: dict) -> None:
     """The planar group a viewer draws: the bounding box of the SEG's region on the slice where it
-    is largest, on that very image, with the class and both probabilities."""
+    is largest, on that very image, the same finding (tracking identifier) as the volumetric group."""
     sr = hd.sr.srread(written["paths"]["sr"])
     (group,) = sr.content.get_planar_roi_measurement_groups()
     mask = written["heat"] >= 0.5
@@ -61,8 +61,10 @@ def test_sr_outlines_the_region_on_its_largest_slice_with_class_and_probabilitie
     assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == written["source"][largest].SOPInstanceUID
     (evaluation,) = group.get_qualitative_evaluations(name=TASK.finding.class_concept.code())
     assert evaluation.value == TASK.class_code("BRAF-V600E").code()
-    assert group.get_measurements(name=codes.CLASS_PROBABILITY)[0].value == pytest.approx(0.8125)
-    assert group.get_measurements(name=codes.LESION_PROBABILITY)[0].value == pytest.approx(0.97)
+    (named,) = group.get_measurements(name=codes.probability_of_class(TASK, "BRAF-V600E"))
+    assert named.value == pytest.approx(0.8125) and named.name.meaning == f"Probability of {evaluation.value.meaning}"
+    (volume,) = sr.content.get_volumetric_roi_measurement_groups()
+    assert group.tracking_uid == volume.tracking_uid and group.tracking_identifier == "radpair: BRAF-V600E (p=0.81)"
     assert not hd.sr.srread(written["paths"]["sr_no_lesion"]).content.get_planar_roi_measurement_groups()
 
 
