@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 OHIF_PACKAGE = "@ohif/app@3.13.2"
-CACHE = Path(os.environ.get("RADPAIR_OHIF_CACHE", Path.home() / ".cache" / "radpair" / "ohif-3.13.2"))
+CACHE = Path(os.environ.get("OHIF_CACHE", Path.home() / ".cache" / "radpair" / "ohif-3.13.2"))
 
 APP_CONFIG = """window.config = {
   routerBasename: null, extensions: [], modes: [], showStudyList: true, maxNumberOfWebWorkers: 2,
