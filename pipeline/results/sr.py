@@ -24,7 +24,6 @@ import highdicom as hd
 import numpy as np
 from pydicom import Dataset
 from pydicom.sr.codedict import codes
-from pydicom.uid import generate_uid
 
 from radpair.core.task import TaskDefinition
 from radpair.pipeline import codes as rp_codes
