@@ -131,8 +131,10 @@ def test_seg_overlay_lies_where_the_seg_mask_lies(page, delivered: SimpleNamespa
     covered = (overlay & projected).sum() / projected.sum()
     print(f"overlay pixels {overlay.sum()}, inside the mask (dilated 1 px) {inside:.3f}, mask covered {covered:.3f}")
     assert overlay.sum() > 0.5 * projected.sum(), "the overlay is drawn"
-    assert inside >= 0.95, "overlay-coloured pixels lie only where the SEG's mask lies"
-    assert covered >= 0.9, "the SEG's region on this slice is covered by the overlay"
+    # Measured 1.000 and 0.991; the same screenshot against the mask moved by one image pixel gives
+    # 0.997 / 0.891, flipped top to bottom 1.000 / 0.939: both fail here.
+    assert inside >= 0.98, "overlay-coloured pixels lie only where the SEG's mask lies"
+    assert covered >= 0.95, "the SEG's region on this slice is covered by the overlay"
 
 
 def test_ai_report_shows_region_class_and_probabilities(page, delivered: SimpleNamespace) -> None:
