@@ -129,7 +129,7 @@ class StudyAnalysis:
 
         source_headers = headers(source)
         objects: dict[str, Dataset] = {}
-        seg, library = None, source_headers[len(source_headers) // 2:len(source_headers) // 2 + 1]
+        seg, mask, library = None, None, source_headers[len(source_headers) // 2:len(source_headers) // 2 + 1]
         if finding.present:
             mask = prediction.attention >= operating.attention_threshold
             seg = build_seg(source_headers, mask, task, prov, *uids("seg"), SERIES_NUMBERS["seg"])
@@ -142,6 +142,7 @@ class StudyAnalysis:
             task.location_of(decision.inputs.report), prov, *uids("sr"), SERIES_NUMBERS["sr"],
             tracking_uid=result_uid(study_uid, job.generation, "sr", prov.model_version, "tracking"),
             library=library, previous_versions=headers(self._previous_srs(job.study_pk)),
+            mask=mask,
         )
         if self.settings.pipeline.secondary_capture and finding.present:
             objects["sc"] = build_key_image(source, prediction.attention, prediction.predicted_class,

@@ -24,6 +24,12 @@ ATTENTION_REGION = Code("RP102", SCHEME, "Model attention region")
 ATTENTION_MAP = Code("RP103", SCHEME, "Model attention")
 
 
+def probability_of_class(task: TaskDefinition, name: str) -> Code:
+    """RP2nn "Probability of <class>": the probability named by its class, for viewers that label a
+    finding with its numbers' names only (OHIF); nn is the class's place in the task (01, 02...)."""
+    return Code(f"RP2{task.class_names.index(name) + 1:02d}", SCHEME, f"Probability of {task.class_code(name).meaning}")
+
+
 def coding_schemes(task: TaskDefinition) -> list[CodingSchemeIdentificationItem]:
     """The private schemes an object of ``task`` uses, for its Coding Scheme Identification Sequence."""
     declared = {SCHEME: (SCHEME_NAME, ORGANIZATION)}

@@ -34,7 +34,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
     seg = build_seg(source, heat >= 0.5, TASK, prov, generate_uid(), generate_uid(), 9001)
     pm = build_parametric_map(source, heat, TASK, prov, generate_uid(), generate_uid(), 9002)
     sr = build_sr(source, seg, TASK, Finding(True, 0.97, "BRAF-V600E", 0.8125), "infratentorial", prov,
-                  generate_uid(), generate_uid(), 9003, generate_uid())
+                  generate_uid(), generate_uid(), 9003, generate_uid(), mask=heat >= 0.5)
     no_lesion = build_sr(source, None, TASK, Finding(False, 0.03), None, prov, generate_uid(), generate_uid(), 9003,
                          generate_uid(), library=source[:1])
     paths = {}
@@ -42,6 +42,30 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict:
         paths[name] = tmp / f"{name}.dcm"
         ds.save_as(paths[name], enforce_file_format=True)
     return {"source": source, "heat": heat, "paths": paths}
+
+
+def test_sr_outlines_the_region_on_its_largest_slice_with_class_and_probabilities(written: dict) -> None:
+    """The planar group a viewer draws: the bounding box of the SEG's region on the slice where it
+    is largest, on that very image, the same finding (tracking identifier) as the volumetric group."""
+    sr = hd.sr.srread(written["paths"]["sr"])
+    (group,) = sr.content.get_planar_roi_measurement_groups()
+    mask = written["heat"] >= 0.5
+    largest = int(np.argmax(mask.sum(axis=(1, 2))))
+    region = group.roi
+    assert region.graphic_type == hd.sr.GraphicTypeValues.POLYLINE
+    rows, cols = np.nonzero(mask[largest])
+    corners = {(float(x), float(y)) for x, y in region.value}
+    assert corners == {(cols.min(), rows.min()), (cols.max() + 1, rows.min()), (cols.max() + 1, rows.max() + 1),
+                       (cols.min(), rows.max() + 1)}
+    (image,) = region.ContentSequence  # SELECTED FROM the source image
+    assert image.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == written["source"][largest].SOPInstanceUID
+    (evaluation,) = group.get_qualitative_evaluations(name=TASK.finding.class_concept.code())
+    assert evaluation.value == TASK.class_code("BRAF-V600E").code()
+    (named,) = group.get_measurements(name=codes.probability_of_class(TASK, "BRAF-V600E"))
+    assert named.value == pytest.approx(0.8125) and named.name.meaning == f"Probability of {evaluation.value.meaning}"
+    (volume,) = sr.content.get_volumetric_roi_measurement_groups()
+    assert group.tracking_uid == volume.tracking_uid and group.tracking_identifier == "radpair: BRAF-V600E (p=0.81)"
+    assert not hd.sr.srread(written["paths"]["sr_no_lesion"]).content.get_planar_roi_measurement_groups()
 
 
 @pytest.mark.parametrize("kind", ["seg", "pm", "sr", "sr_no_lesion"])

@@ -16,13 +16,15 @@ from tests.support.ports import free_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "orthanc"
 ORTHANC = shutil.which("Orthanc")
+# Debian's orthanc-dicomweb: QIDO-RS / WADO-RS at /dicom-web/, what a web viewer reads.
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 
 
 class Orthanc:
     """``start()`` / ``stop()`` keep the ports and the storage, so a restart finds its data again."""
 
     def __init__(self, folder: Path, radpair_port: int | None = None, stable_age: int = 1, aet: str = "ORTHANC",
-                 dicom_port: int | None = None) -> None:
+                 dicom_port: int | None = None, dicomweb: bool = False) -> None:
         self.folder = folder
         self.http_port = free_port()
         self.dicom_port = dicom_port or free_port()
@@ -33,11 +35,16 @@ class Orthanc:
             "HttpPort": self.http_port, "DicomPort": self.dicom_port, "DicomAet": aet, "StableAge": stable_age,
             "LuaScripts": [str(DEPLOY / "autoroute.lua")] if radpair_port else [],
             "DicomModalities": {"radpair": ["RADPAIR", "127.0.0.1", radpair_port]} if radpair_port else {},
+            "Plugins": [DICOMWEB_PLUGIN] if dicomweb else [],
         })
         folder.mkdir(parents=True, exist_ok=True)
         self.config_path = folder / "orthanc.json"
         self.config_path.write_text(json.dumps(config, indent=2))
         self.process: subprocess.Popen | None = None
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.url}/dicom-web"
 
     @property
     def url(self) -> str:
