@@ -25,7 +25,7 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
 from radpair.core.store import InstanceStore
-from radpair.listener.archive import Archive, ArchiveUnavailable
+from radpair.listener.archive import Archive, ArchiveUnavailable, Received
 from radpair.listener.audit import AuditTrail
 from radpair.listener.header import HeaderError, read_header
 from radpair.listener.quarantine import Quarantine
@@ -38,7 +38,7 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PREAMBLE = b"\x00" * 128 + b"DICM"
-_STRIPES = 64
+_STRIPES = 1024
 
 
 class StoreRefused(Exception):
@@ -126,16 +126,20 @@ class Ingestor:
         sha256 = hashlib.sha256(raw).hexdigest()
         relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_instance_uid)
         report = self._report(data, header.sop_class_uid, header.sop_instance_uid)
-        # One SOP Instance UID is never ingested by two threads at once (look-up → write → row).
-        with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
+        try:
+            staged = self.store.stage(relative, (data,))  # written and fsync'd here, renamed when indexed
             try:
-                indexed = self.archive.archive(header, relative, len(data), sha256, calling_ae, association_pk,
-                                               report, write=lambda: self.store.write(relative, (data,)))
-            except ArchiveUnavailable as exc:
-                raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
-            except OSError as exc:
-                raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
-                                   quarantine=False) from exc
+                # One SOP Instance UID is never indexed by two threads at once (insert → compare → publish).
+                with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
+                    indexed = self.archive.index([Received(header, relative, len(data), sha256, calling_ae,
+                                                           association_pk, report, staged)])[0]
+            finally:
+                staged.discard()
+        except ArchiveUnavailable as exc:
+            raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
+        except OSError as exc:
+            raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
+                               quarantine=False) from exc
         if indexed.outcome == "kept_first":
             log.warning("instance %s re-sent with other bytes: kept the first (on_changed_duplicate=keep_first)",
                         header.sop_instance_uid)

@@ -43,9 +43,11 @@ class ListenerService:
         self.audit = AuditTrail(self.sessions, lst.ae_title)
         self.access = AccessPolicy(lst, self.audit)  # refuses an unsafe configuration before anything starts
         configure_limits(ListenerLimits.from_settings(lst))  # what read_header and the report extractor enforce
-        self.ingestor = Ingestor(InstanceStore(settings.store_dir),
-                                 Archive(self.sessions, replace_changed=lst.on_changed_duplicate == "replace"),
-                                 Quarantine(settings.quarantine_dir, self.sessions), self.audit)
+        store = InstanceStore(settings.store_dir)
+        # last_received_at is rewritten at most every stable_age / 10 (≤ 1 s), not at every instance.
+        archive = Archive(self.sessions, store, replace_changed=lst.on_changed_duplicate == "replace",
+                          touch_interval=min(1.0, lst.stable_age / 10))
+        self.ingestor = Ingestor(store, archive, Quarantine(settings.quarantine_dir, self.sessions), self.audit)
         self.ae = build_ae(lst)
         self._server: GuardedAssociationServer | None = None
 
