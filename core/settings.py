@@ -73,6 +73,11 @@ class ListenerSettings:
     check_called_ae: bool = True
     # Seconds between re-resolutions of the host names in allowed_peers.
     peer_resolve_ttl: float = 300.0
+    # Group commit: concurrent stores share one transaction and folder fsync; a batch waits at most
+    # commit_window seconds for stores other associations are still handling, and holds at most
+    # commit_batch instances (1: one transaction per instance).
+    commit_batch: int = 64
+    commit_window: float = 0.005
 
 
 @dataclass
@@ -258,12 +263,20 @@ def _check(s: Settings) -> None:
         raise ConfigError("settings keys 'listener.tls_cert' and 'listener.tls_key' go together")
     if lst.tls_require_client_cert and not lst.tls_ca:
         raise ConfigError("settings key 'listener.tls_require_client_cert' needs 'listener.tls_ca'")
+    _check_ingest(lst)
     if s.triton.retries < 0 or s.triton.retry_backoff < 0:
         raise ConfigError("settings keys 'triton.retries' and 'triton.retry_backoff' must be >= 0")
     if s.triton.mode == "remote" and not s.triton.url:
         raise ConfigError("settings key 'triton.url' is required when 'triton.mode' is 'remote'")
     _check_pipeline(s.pipeline)
     _check_retrain(s.retrain)
+
+
+def _check_ingest(lst: ListenerSettings) -> None:
+    if lst.commit_batch < 1:
+        raise ConfigError("settings key 'listener.commit_batch' must be >= 1")
+    if not 0 <= lst.commit_window <= 1:
+        raise ConfigError("settings key 'listener.commit_window' must be 0-1 seconds")
 
 
 def _check_pipeline(p: PipelineSettings) -> None:

@@ -42,6 +42,13 @@ class StagedFile:
             os.replace(self.tmp, self.path)
             self.published = True
 
+    def unpublish(self) -> None:
+        """Move a published file back to its temporary name (its row was not committed), so that
+        it can be published again or discarded."""
+        if self.published:
+            os.replace(self.path, self.tmp)
+            self.published = False
+
     def discard(self) -> None:
         """Remove the temporary file if it was not published (a duplicate, a failure)."""
         if not self.published:

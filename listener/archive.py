@@ -148,8 +148,9 @@ class Archive:
 
     def _commit(self, session: Session, written: Sequence[Received], new: Sequence[Received]) -> None:
         """Publish the files, fsync their folders once each, commit. A failure from here on is not
-        retried: the new instances' files are removed again (a replaced file cannot be restored;
-        its row keeps the old hash and a re-send repairs it). An OSError propagates as such."""
+        retried here: the new instances' files go back to their temporary names (so the batch or
+        its members can be indexed again); a replaced file cannot be restored (its row keeps the
+        old hash until a retry or a re-send). An OSError propagates as such."""
         try:
             for item in written:
                 item.staged.publish()
@@ -157,8 +158,10 @@ class Archive:
             session.commit()
         except BaseException as exc:
             for item in new:
-                if item.staged.published:
-                    item.staged.path.unlink(missing_ok=True)
+                try:
+                    item.staged.unpublish()
+                except OSError as undo:  # the file stays without a row: an orphan, never a loss
+                    log.error("instance %s: could not withdraw its file: %s", item.header.sop_instance_uid, undo)
             if isinstance(exc, DBAPIError):
                 raise ArchiveUnavailable(f"database unavailable at commit: {exc.orig or exc}") from exc
             raise

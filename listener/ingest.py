@@ -1,6 +1,7 @@
 """The C-STORE handler: durable ingest of one instance, answered with the right DICOM status.
 
-0x0000 is returned only after the file is fsync'd and its row committed. The dataset is never
+0x0000 is returned only after the file is fsync'd and its row committed (concurrent stores share
+the commit: listener.committer). The dataset is never
 decoded: the bytes the peer sent are stored as-is behind a fresh 128-byte zero preamble and a
 new File Meta header (never the sender's preamble: CVE-2019-11687).
 
@@ -27,6 +28,7 @@ from pynetdicom.events import Event
 from radpair.core.store import InstanceStore
 from radpair.listener.archive import Archive, ArchiveUnavailable, Received
 from radpair.listener.audit import AuditTrail
+from radpair.listener.committer import GroupCommitter
 from radpair.listener.header import HeaderError, read_header
 from radpair.listener.quarantine import Quarantine
 from radpair.listener.reports import REPORT_SOP_CLASSES, ParsedReport, parse_report
@@ -52,15 +54,24 @@ class StoreRefused(Exception):
 class Ingestor:
     """Bound to EVT_C_STORE. One per listener; called concurrently from association threads."""
 
-    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail) -> None:
+    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail,
+                 commit_batch: int = 1, commit_window: float = 0.0) -> None:
         self.store = store
-        self.archive = archive
+        self.committer = GroupCommitter(archive, commit_batch, commit_window, in_flight=lambda: self._inflight)
         self.quarantine = quarantine
         self.audit = audit
         self._uid_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._inflight = 0
         self._draining = False
         self._idle = threading.Condition()
+
+    def start(self) -> None:
+        self._draining = False
+        self.committer.start()
+
+    def close(self) -> None:
+        """After :meth:`drain`: commit what was handed in and stop the committer."""
+        self.committer.close()
 
     def drain(self, timeout: float) -> bool:
         """Refuse new stores (0xA700) and wait for the ones in flight to finish."""
@@ -131,8 +142,8 @@ class Ingestor:
             try:
                 # One SOP Instance UID is never indexed by two threads at once (insert → compare → publish).
                 with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
-                    indexed = self.archive.index([Received(header, relative, len(data), sha256, calling_ae,
-                                                           association_pk, report, staged)])[0]
+                    indexed = self.committer.index(Received(header, relative, len(data), sha256, calling_ae,
+                                                            association_pk, report, staged))
             finally:
                 staged.discard()
         except ArchiveUnavailable as exc:

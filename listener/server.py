@@ -47,7 +47,8 @@ class ListenerService:
         # last_received_at is rewritten at most every stable_age / 10 (≤ 1 s), not at every instance.
         archive = Archive(self.sessions, store, replace_changed=lst.on_changed_duplicate == "replace",
                           touch_interval=min(1.0, lst.stable_age / 10))
-        self.ingestor = Ingestor(store, archive, Quarantine(settings.quarantine_dir, self.sessions), self.audit)
+        self.ingestor = Ingestor(store, archive, Quarantine(settings.quarantine_dir, self.sessions), self.audit,
+                                 lst.commit_batch, lst.commit_window)
         self.ae = build_ae(lst)
         self._server: GuardedAssociationServer | None = None
 
@@ -69,6 +70,7 @@ class ListenerService:
             (evt.EVT_C_STORE, self.ingestor.on_store),
         ]
         ssl_context = tls_context(lst)
+        self.ingestor.start()
         self._server = self.ae.make_server((lst.host, lst.port), evt_handlers=handlers, ssl_context=ssl_context,
                                            server_class=GuardedAssociationServer,
                                            per_address=lst.max_associations_per_address,
@@ -88,6 +90,7 @@ class ListenerService:
         self._server.shutdown()  # no new connections
         if not self.ingestor.drain(grace):
             log.warning("listener: stores still in flight after %.0f s; closing anyway", grace)
+        self.ingestor.close()
         for assoc in list(self.ae.active_associations):
             assoc.abort()
         self._server = None
