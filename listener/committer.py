@@ -40,6 +40,8 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Entry | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        # The most instances one transaction indexed so far (a diagnostic the tests read).
+        self.largest_batch = 0
 
     def start(self) -> None:
         self._closed = False
@@ -92,6 +94,7 @@ class GroupCommitter:
         return batch
 
     def _commit(self, batch: list[_Entry]) -> None:
+        self.largest_batch = max(self.largest_batch, len(batch))
         try:
             outcomes = self.archive.index([item for item, _ in batch])
         except Exception as exc:  # noqa: BLE001 - handed to the waiters, who answer with it
