@@ -78,6 +78,10 @@ class ListenerSettings:
     # commit_batch instances (1: one transaction per instance).
     commit_batch: int = 64
     commit_window: float = 0.005
+    # Back-pressure: stores are refused at once (0xA700) while the instance store has less than
+    # disk_reserve bytes free, and while the database is down (one probe per database_retry_interval s).
+    disk_reserve: int = 1024**3
+    database_retry_interval: float = 1.0
 
 
 @dataclass
@@ -277,6 +281,10 @@ def _check_ingest(lst: ListenerSettings) -> None:
         raise ConfigError("settings key 'listener.commit_batch' must be >= 1")
     if not 0 <= lst.commit_window <= 1:
         raise ConfigError("settings key 'listener.commit_window' must be 0-1 seconds")
+    if lst.disk_reserve < 0:
+        raise ConfigError("settings key 'listener.disk_reserve' must be >= 0 bytes")
+    if lst.database_retry_interval <= 0:
+        raise ConfigError("settings key 'listener.database_retry_interval' must be > 0 seconds")
 
 
 def _check_pipeline(p: PipelineSettings) -> None:

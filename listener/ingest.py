@@ -8,7 +8,7 @@ new File Meta header (never the sender's preamble: CVE-2019-11687).
 | status | when |
 | ------ | ---- |
 | 0x0000 | stored; or an identical re-send; or a changed re-send under ``keep_first`` |
-| 0xA700 | out of resources: the disk write failed (e.g. full) or the database is unreachable, or the listener is shutting down; transient, not quarantined (the sender still has it and retries) |
+| 0xA700 | out of resources: free disk below ``disk_reserve``, the disk write failed (e.g. full) or the database is unreachable (at once while it stays down: listener.backpressure), or the listener is shutting down; transient, not quarantined (the sender still has it and retries) |
 | 0xA900 | the dataset's SOP Class UID differs from the presentation context's; quarantined |
 | 0xC000 | cannot understand: does not parse, a required UID is missing or malformed, or its SOP Instance UID differs from the request's; quarantined |
 """
@@ -28,6 +28,7 @@ from pynetdicom.events import Event
 from radpair.core.store import InstanceStore
 from radpair.listener.archive import Archive, ArchiveUnavailable, Received
 from radpair.listener.audit import AuditTrail
+from radpair.listener.backpressure import IngestGate
 from radpair.listener.committer import GroupCommitter
 from radpair.listener.header import HeaderError, read_header
 from radpair.listener.quarantine import Quarantine
@@ -44,19 +45,23 @@ _STRIPES = 1024
 
 
 class StoreRefused(Exception):
-    def __init__(self, status: int, reason: str, quarantine: bool) -> None:
+    """``logged``: False for back-pressure refusals (the gate logs the state, not each instance)."""
+
+    def __init__(self, status: int, reason: str, quarantine: bool, logged: bool = True) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.quarantine = quarantine
+        self.logged = logged
 
 
 class Ingestor:
     """Bound to EVT_C_STORE. One per listener; called concurrently from association threads."""
 
     def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail,
-                 commit_batch: int = 1, commit_window: float = 0.0) -> None:
+                 gate: IngestGate, commit_batch: int = 1, commit_window: float = 0.0) -> None:
         self.store = store
+        self.gate = gate
         self.committer = GroupCommitter(archive, commit_batch, commit_window, in_flight=lambda: self._inflight)
         self.quarantine = quarantine
         self.audit = audit
@@ -97,6 +102,8 @@ class Ingestor:
         raw = event.encoded_dataset(include_meta=False)
         try:
             with self._in_flight():
+                if (busy := self.gate.refusal(len(raw))) is not None:
+                    raise StoreRefused(OUT_OF_RESOURCES, busy, quarantine=False, logged=False)
                 status = self._ingest(event, raw, stats.calling_ae, stats.pk)
         except StoreRefused as refused:
             stats.failures += 1
@@ -104,7 +111,7 @@ class Ingestor:
             if refused.quarantine:
                 self.quarantine.keep(raw, refused.reason, refused.status, stats.calling_ae,
                                      f"{stats.address}:{stats.port}", request_uid, str(event.context.transfer_syntax))
-            else:
+            elif refused.logged:
                 log.warning("refused %s from %s: %s (0x%04X)", request_uid, stats.calling_ae, refused.reason,
                             refused.status)
             rsp = Dataset()
@@ -147,10 +154,12 @@ class Ingestor:
             finally:
                 staged.discard()
         except ArchiveUnavailable as exc:
+            self.gate.database_failed()
             raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
         except OSError as exc:
             raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
                                quarantine=False) from exc
+        self.gate.database_ok()
         if indexed.outcome == "kept_first":
             log.warning("instance %s re-sent with other bytes: kept the first (on_changed_duplicate=keep_first)",
                         header.sop_instance_uid)

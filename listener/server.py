@@ -16,6 +16,7 @@ from radpair.listener.access import AccessPolicy
 from radpair.listener.ae import build_ae, set_nodelay, tls_context
 from radpair.listener.archive import Archive
 from radpair.listener.audit import AuditTrail
+from radpair.listener.backpressure import IngestGate
 from radpair.listener.connections import GuardedAssociationServer
 from radpair.listener.header import ListenerLimits, configure_limits
 from radpair.listener.ingest import Ingestor
@@ -47,8 +48,9 @@ class ListenerService:
         # last_received_at is rewritten at most every stable_age / 10 (≤ 1 s), not at every instance.
         archive = Archive(self.sessions, store, replace_changed=lst.on_changed_duplicate == "replace",
                           touch_interval=min(1.0, lst.stable_age / 10))
+        gate = IngestGate(store.root, lst.disk_reserve, lst.database_retry_interval)
         self.ingestor = Ingestor(store, archive, Quarantine(settings.quarantine_dir, self.sessions), self.audit,
-                                 lst.commit_batch, lst.commit_window)
+                                 gate, lst.commit_batch, lst.commit_window)
         self.ae = build_ae(lst)
         self._server: GuardedAssociationServer | None = None
 
