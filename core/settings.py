@@ -82,6 +82,9 @@ class ListenerSettings:
     # disk_reserve bytes free, and while the database is down (one probe per database_retry_interval s).
     disk_reserve: int = 1024**3
     database_retry_interval: float = 1.0
+    # Seconds an idle connection's pynetdicom reactor sleeps between socket polls (its default 0.001
+    # is a latency every PDU pays; 0.0002 measured +35 % instances/s on one association).
+    poll_delay: float = 0.0002
 
 
 @dataclass
@@ -283,6 +286,8 @@ def _check_ingest(lst: ListenerSettings) -> None:
         raise ConfigError("settings key 'listener.commit_window' must be 0-1 seconds")
     if lst.disk_reserve < 0:
         raise ConfigError("settings key 'listener.disk_reserve' must be >= 0 bytes")
+    if not 0 < lst.poll_delay <= 0.1:
+        raise ConfigError("settings key 'listener.poll_delay' must be in (0, 0.1] seconds")
     if lst.database_retry_interval <= 0:
         raise ConfigError("settings key 'listener.database_retry_interval' must be > 0 seconds")
 

@@ -13,7 +13,7 @@ from radpair.core.db import session_factory
 from radpair.core.settings import Settings
 from radpair.core.store import InstanceStore
 from radpair.listener.access import AccessPolicy
-from radpair.listener.ae import build_ae, set_nodelay, tls_context
+from radpair.listener.ae import build_ae, poll_delay, set_nodelay, tls_context
 from radpair.listener.archive import Archive
 from radpair.listener.audit import AuditTrail
 from radpair.listener.backpressure import IngestGate
@@ -64,6 +64,7 @@ class ListenerService:
         lst = self.settings.listener
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, poll_delay(lst.poll_delay)),
             (evt.EVT_REQUESTED, self.access.on_requested),
             (evt.EVT_ESTABLISHED, self.audit.on_established),
             (evt.EVT_REJECTED, self.audit.on_rejected),
