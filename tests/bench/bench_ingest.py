@@ -2,8 +2,8 @@
 sender, into radpair (SQLite and PostgreSQL), DCMTK storescp, Orthanc and a bare pynetdicom SCP;
 64×64 MR and 512×512 CT-like instances; 1 and 4 concurrent associations.
 
-The bare pynetdicom SCP gets the same poll delay as radpair (listener.poll_delay). Every receiver starts empty for every run (radpair would otherwise answer re-sends as cheap
-duplicates). What each receiver promises differs and is printed with the table: radpair fsyncs
+Every receiver starts empty for every run (radpair would otherwise answer re-sends as cheap
+duplicates); the bare pynetdicom SCP polls with radpair's ``listener.poll_delay``. What each receiver promises differs and is printed with the table: radpair fsyncs
 every file and commits every row before it answers; storescp, Orthanc and the bare pynetdicom
 SCP do not fsync. Run: ``pytest tests/bench/bench_ingest.py -s``.
 """
