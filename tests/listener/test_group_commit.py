@@ -12,6 +12,7 @@ from pydicom import dcmread
 from sqlalchemy import func, select
 
 from radpair.core.models import Association, Instance
+from radpair.listener.status import status_tables
 from tests.support.dcmtk import DCMTK_ENV, dataset_bytes, require
 from tests.support.dicom import make_series
 from tests.support.listener import RunningListener
@@ -54,6 +55,8 @@ def test_concurrent_senders_are_indexed_exactly_once(start_listener, database_ur
     assert sum(log.count("Received Store Response (Success)") for log in again) == len(files)
     with listener.sessions() as s:
         assert s.scalar(select(func.count(Instance.id))) == len(files)
+        archive = dict(status_tables(s)[0].rows)  # what `radpair status` shows (it crashed on PostgreSQL)
+        assert archive["instances"].startswith(f"{len(files)} (")
         counts = Counter()
         for a in s.scalars(select(Association)):
             counts.update(stored=a.stored, duplicates=a.duplicates, failures=a.failures)
