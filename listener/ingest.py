@@ -1,13 +1,14 @@
 """The C-STORE handler: durable ingest of one instance, answered with the right DICOM status.
 
-0x0000 is returned only after the file is fsync'd and its row committed. The dataset is never
+0x0000 is returned only after the file is fsync'd and its row committed (concurrent stores share
+the commit: listener.committer). The dataset is never
 decoded: the bytes the peer sent are stored as-is behind a fresh 128-byte zero preamble and a
 new File Meta header (never the sender's preamble: CVE-2019-11687).
 
 | status | when |
 | ------ | ---- |
 | 0x0000 | stored; or an identical re-send; or a changed re-send under ``keep_first`` |
-| 0xA700 | out of resources: the disk write failed (e.g. full) or the database is unreachable, or the listener is shutting down; transient, not quarantined (the sender still has it and retries) |
+| 0xA700 | out of resources: free disk below ``disk_reserve``, the disk write failed (e.g. full) or the database is unreachable (at once while it stays down: listener.backpressure), or the listener is shutting down; transient, not quarantined (the sender still has it and retries) |
 | 0xA900 | the dataset's SOP Class UID differs from the presentation context's; quarantined |
 | 0xC000 | cannot understand: does not parse, a required UID is missing or malformed, or its SOP Instance UID differs from the request's; quarantined |
 """
@@ -25,8 +26,10 @@ from pynetdicom.dsutils import encode_file_meta
 from pynetdicom.events import Event
 
 from radpair.core.store import InstanceStore
-from radpair.listener.archive import Archive, ArchiveUnavailable
+from radpair.listener.archive import Archive, ArchiveUnavailable, Received
 from radpair.listener.audit import AuditTrail
+from radpair.listener.backpressure import IngestGate
+from radpair.listener.committer import GroupCommitter
 from radpair.listener.header import HeaderError, read_header
 from radpair.listener.quarantine import Quarantine
 from radpair.listener.reports import REPORT_SOP_CLASSES, ParsedReport, parse_report
@@ -38,29 +41,42 @@ OUT_OF_RESOURCES = 0xA700
 SOP_CLASS_MISMATCH = 0xA900
 CANNOT_UNDERSTAND = 0xC000
 PREAMBLE = b"\x00" * 128 + b"DICM"
-_STRIPES = 64
+_STRIPES = 1024
 
 
 class StoreRefused(Exception):
-    def __init__(self, status: int, reason: str, quarantine: bool) -> None:
+    """``logged``: False for back-pressure refusals (the gate logs the state, not each instance)."""
+
+    def __init__(self, status: int, reason: str, quarantine: bool, logged: bool = True) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
         self.quarantine = quarantine
+        self.logged = logged
 
 
 class Ingestor:
     """Bound to EVT_C_STORE. One per listener; called concurrently from association threads."""
 
-    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail) -> None:
+    def __init__(self, store: InstanceStore, archive: Archive, quarantine: Quarantine, audit: AuditTrail,
+                 gate: IngestGate, commit_batch: int = 1, commit_window: float = 0.0) -> None:
         self.store = store
-        self.archive = archive
+        self.gate = gate
+        self.committer = GroupCommitter(archive, commit_batch, commit_window, in_flight=lambda: self._inflight)
         self.quarantine = quarantine
         self.audit = audit
         self._uid_locks = [threading.Lock() for _ in range(_STRIPES)]
         self._inflight = 0
         self._draining = False
         self._idle = threading.Condition()
+
+    def start(self) -> None:
+        self._draining = False
+        self.committer.start()
+
+    def close(self) -> None:
+        """After :meth:`drain`: commit what was handed in and stop the committer."""
+        self.committer.close()
 
     def drain(self, timeout: float) -> bool:
         """Refuse new stores (0xA700) and wait for the ones in flight to finish."""
@@ -86,6 +102,8 @@ class Ingestor:
         raw = event.encoded_dataset(include_meta=False)
         try:
             with self._in_flight():
+                if (busy := self.gate.refusal(len(raw))) is not None:
+                    raise StoreRefused(OUT_OF_RESOURCES, busy, quarantine=False, logged=False)
                 status = self._ingest(event, raw, stats.calling_ae, stats.pk)
         except StoreRefused as refused:
             stats.failures += 1
@@ -93,7 +111,7 @@ class Ingestor:
             if refused.quarantine:
                 self.quarantine.keep(raw, refused.reason, refused.status, stats.calling_ae,
                                      f"{stats.address}:{stats.port}", request_uid, str(event.context.transfer_syntax))
-            else:
+            elif refused.logged:
                 log.warning("refused %s from %s: %s (0x%04X)", request_uid, stats.calling_ae, refused.reason,
                             refused.status)
             rsp = Dataset()
@@ -126,16 +144,22 @@ class Ingestor:
         sha256 = hashlib.sha256(raw).hexdigest()
         relative = self.store.relative_path(header.study_uid, header.series_uid, header.sop_instance_uid)
         report = self._report(data, header.sop_class_uid, header.sop_instance_uid)
-        # One SOP Instance UID is never ingested by two threads at once (look-up → write → row).
-        with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
+        try:
+            staged = self.store.stage(relative, (data,))  # written and fsync'd here, renamed when indexed
             try:
-                indexed = self.archive.archive(header, relative, len(data), sha256, calling_ae, association_pk,
-                                               report, write=lambda: self.store.write(relative, (data,)))
-            except ArchiveUnavailable as exc:
-                raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
-            except OSError as exc:
-                raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
-                                   quarantine=False) from exc
+                # One SOP Instance UID is never indexed by two threads at once (insert → compare → publish).
+                with self._uid_locks[hash(header.sop_instance_uid) % _STRIPES]:
+                    indexed = self.committer.index(Received(header, relative, len(data), sha256, calling_ae,
+                                                            association_pk, report, staged))
+            finally:
+                staged.discard()
+        except ArchiveUnavailable as exc:
+            self.gate.database_failed()
+            raise StoreRefused(OUT_OF_RESOURCES, str(exc), quarantine=False) from exc
+        except OSError as exc:
+            raise StoreRefused(OUT_OF_RESOURCES, f"cannot write the instance: {exc.strerror or exc}",
+                               quarantine=False) from exc
+        self.gate.database_ok()
         if indexed.outcome == "kept_first":
             log.warning("instance %s re-sent with other bytes: kept the first (on_changed_duplicate=keep_first)",
                         header.sop_instance_uid)

@@ -13,9 +13,10 @@ from radpair.core.db import session_factory
 from radpair.core.settings import Settings
 from radpair.core.store import InstanceStore
 from radpair.listener.access import AccessPolicy
-from radpair.listener.ae import build_ae, set_nodelay, tls_context
+from radpair.listener.ae import build_ae, poll_delay, set_nodelay, tls_context
 from radpair.listener.archive import Archive
 from radpair.listener.audit import AuditTrail
+from radpair.listener.backpressure import IngestGate
 from radpair.listener.connections import GuardedAssociationServer
 from radpair.listener.header import ListenerLimits, configure_limits
 from radpair.listener.ingest import Ingestor
@@ -43,9 +44,13 @@ class ListenerService:
         self.audit = AuditTrail(self.sessions, lst.ae_title)
         self.access = AccessPolicy(lst, self.audit)  # refuses an unsafe configuration before anything starts
         configure_limits(ListenerLimits.from_settings(lst))  # what read_header and the report extractor enforce
-        self.ingestor = Ingestor(InstanceStore(settings.store_dir),
-                                 Archive(self.sessions, replace_changed=lst.on_changed_duplicate == "replace"),
-                                 Quarantine(settings.quarantine_dir, self.sessions), self.audit)
+        store = InstanceStore(settings.store_dir)
+        # last_received_at is rewritten at most every stable_age / 10 (≤ 1 s), not at every instance.
+        archive = Archive(self.sessions, store, replace_changed=lst.on_changed_duplicate == "replace",
+                          touch_interval=min(1.0, lst.stable_age / 10))
+        gate = IngestGate(store.root, lst.disk_reserve, lst.database_retry_interval)
+        self.ingestor = Ingestor(store, archive, Quarantine(settings.quarantine_dir, self.sessions), self.audit,
+                                 gate, lst.commit_batch, lst.commit_window)
         self.ae = build_ae(lst)
         self._server: GuardedAssociationServer | None = None
 
@@ -59,6 +64,7 @@ class ListenerService:
         lst = self.settings.listener
         handlers = [
             (evt.EVT_CONN_OPEN, set_nodelay),
+            (evt.EVT_CONN_OPEN, poll_delay(lst.poll_delay)),
             (evt.EVT_REQUESTED, self.access.on_requested),
             (evt.EVT_ESTABLISHED, self.audit.on_established),
             (evt.EVT_REJECTED, self.audit.on_rejected),
@@ -67,6 +73,7 @@ class ListenerService:
             (evt.EVT_C_STORE, self.ingestor.on_store),
         ]
         ssl_context = tls_context(lst)
+        self.ingestor.start()
         self._server = self.ae.make_server((lst.host, lst.port), evt_handlers=handlers, ssl_context=ssl_context,
                                            server_class=GuardedAssociationServer,
                                            per_address=lst.max_associations_per_address,
@@ -86,6 +93,7 @@ class ListenerService:
         self._server.shutdown()  # no new connections
         if not self.ingestor.drain(grace):
             log.warning("listener: stores still in flight after %.0f s; closing anyway", grace)
+        self.ingestor.close()
         for assoc in list(self.ae.active_associations):
             assoc.abort()
         self._server = None

@@ -19,7 +19,7 @@ def status_tables(session: Session, recent: int = RECENT_ASSOCIATIONS) -> list[S
     quarantined = session.scalar(select(func.count(QuarantineEntry.id))) or 0
     archive = StatusTable("archive", ("archive", "count"), [
         *[(f"studies {state.value}", n) for state, n in sorted(by_state.items(), key=lambda kv: kv[0].value)],
-        ("instances", f"{instances} ({volume / 1e6:.1f} MB)"),
+        ("instances", f"{instances} ({int(volume) / 1e6:.1f} MB)"),  # PostgreSQL sums a BIGINT as NUMERIC
         ("reports paired", paired),
         ("reports unpaired", unpaired),
         ("quarantined", quarantined),

@@ -87,9 +87,13 @@ def test_sop_class_mismatch_is_refused(listener: RunningListener, raw_send, tmp_
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A real 1 MiB tmpfs for the instance store (we run as root in CI). Where mounting is not
     permitted the test is skipped, loudly: ENOSPC is then not provoked for real."""
-    mount = tmp_path / "data0" / "instances"
+    yield from _mount_tmpfs(tmp_path / "data0" / "instances", "1m")
+
+
+def _mount_tmpfs(mount: Path, size: str) -> Iterator[Path]:
     mount.mkdir(parents=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount)], capture_output=True,
+                          text=True)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs to fill the disk for real (need root/CAP_SYS_ADMIN): {done.stderr}")
     yield mount
@@ -97,7 +101,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_disk_full_is_out_of_resources(start_listener, tiny_disk: Path, tmp_path: Path) -> None:  # noqa: ANN001
-    listener = start_listener()
+    """No reserve: the disk really fills (ENOSPC while writing)."""
+    listener = start_listener(**{"listener.disk_reserve": 0})
     assert listener.settings.store_dir == tiny_disk
     sent = make_series(tmp_path / "in", 200)  # ~1.7 MB: does not fit in 1 MiB
     result = listener.storescu(*sent)
@@ -114,11 +119,37 @@ def test_disk_full_is_out_of_resources(start_listener, tiny_disk: Path, tmp_path
     assert listener.echoscu().returncode == 0
 
 
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 8 MiB tmpfs for the instance store (as ``tiny_disk``)."""
+    yield from _mount_tmpfs(tmp_path / "data0" / "instances", "8m")
+
+
+def test_disk_reserve_refuses_at_once_and_recovers(start_listener, small_disk: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    """Free space below listener.disk_reserve: 0xA700 before anything is written, C-ECHO still
+    answered; once space is freed the same listener accepts again (no restart)."""
+    listener = start_listener(**{"listener.disk_reserve": 4 * 1024**2})
+    first, second = make_series(tmp_path / "in", 2)
+    assert "(Success)" in listener.storescu(first).stderr
+    ballast = small_disk / "ballast"
+    ballast.write_bytes(b"\0" * 5 * 1024**2)  # leaves < 4 MiB free
+    refused = listener.storescu(second)
+    assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
+    assert [p.name for p in small_disk.rglob("*") if p.is_file() and p != ballast] == [
+        p.name for p in small_disk.rglob("*.dcm")], "nothing staged for the refused store"
+    assert listener.echoscu().returncode == 0
+    ballast.unlink()
+    assert "(Success)" in listener.storescu(second).stderr
+    with listener.sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 2
+
+
 def test_database_down_is_out_of_resources(start_listener, postgres_server: PostgresServer, tmp_path: Path) -> None:  # noqa: ANN001
-    """PostgreSQL refuses connections (connection limit 0, backends terminated): 0xA700, and the
-    instance is accepted once the database is back."""
+    """PostgreSQL refuses connections (connection limit 0, backends terminated): 0xA700, then
+    0xA700 at once while it stays down (the listener stops trying at every store), C-ECHO still
+    answered, and the instance is accepted once the database is back, without a restart."""
     name = f"radpair_down_{uuid.uuid4().hex[:8]}"
-    listener = start_listener(postgres_server.create_database(name))
+    listener = start_listener(postgres_server.create_database(name), **{"listener.database_retry_interval": 0.5})
     first, second = make_series(tmp_path / "in", 2)
     assert "(Success)" in listener.storescu(first).stderr
     with _admin(postgres_server) as conn:
@@ -126,10 +157,18 @@ def test_database_down_is_out_of_resources(start_listener, postgres_server: Post
         conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name})
     refused = listener.storescu(second)
     assert "Received Store Response (Refused: OutOfResources)" in refused.stderr, refused.stderr
+    gate = listener.service.ingestor.gate
+    assert gate.database_down
+    assert listener.echoscu().returncode == 0
     with _admin(postgres_server) as conn:
         conn.execute(text(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
-    assert "(Success)" in listener.storescu(second).stderr
-    assert listener.echoscu().returncode == 0
+    # A sender retries a refused instance; the first retry after the probe interval gets through.
+    for _ in range(60):
+        if "(Success)" in listener.storescu(second).stderr:
+            break
+    assert not gate.database_down
+    with listener.sessions() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 2
 
 
 def _admin(server: PostgresServer) -> Connection:
