@@ -120,7 +120,10 @@ logging.getLogger("radpair.listener.archive").info("study %s: receiving (new)", 
     extra={{"patient_id": "PAT-0042", "accession_number": "ACC-77"}})
 warnings.warn("some internal detail", FutureWarning)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    # Without PYTHONWARNINGS: an in-process command earlier in this test session may have set it.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True,
+                         env=env)
     return out.stderr.splitlines()
 
 

@@ -24,6 +24,7 @@ from radpair.serving.deploy import DeployError, deploy, history, rollback
 from radpair.serving.repository import LIBTORCH_SUFFIX, ModelRepository, read_config
 from radpair.serving.server import ManagedTritonServer, TritonServerError
 from radpair.cli import main
+from tests.support.checks import wait_for
 from tests.support.ports import free_port
 from tests.support.models import MODEL, PARAMS, export_small, small_classifier
 from radpair.training.export import ExportError, export_model
@@ -107,7 +108,10 @@ def test_concurrent_requests_are_batched(http_client: TritonClient) -> None:
         t.start()
     for t in threads:
         t.join()
-    inferences, executions = (a - b for a, b in zip(_stats(http_client, "1"), before))
+    # Triton records a batch's statistics after its responses are sent: wait for the last one.
+    counted = wait_for("32 inferences in Triton's statistics",
+                       lambda: (s := _stats(http_client, "1"))[0] - before[0] >= 32 and s, timeout=30)
+    inferences, executions = (a - b for a, b in zip(counted, before))
     assert inferences == 32
     # The dynamic batcher merged simultaneous requests: fewer model executions than requests.
     assert executions < inferences, (inferences, executions)
