@@ -86,6 +86,9 @@ class ListenerSettings:
     # Seconds an idle connection's pynetdicom reactor sleeps between socket polls (its default 0.001
     # is a latency every PDU pays; 0.0002 measured +35 % instances/s on one association).
     poll_delay: float = 0.0002
+    # Listener worker processes (`radpair serve`): each receives, verifies, writes and indexes on
+    # its own interpreter, apart from the pipeline's. 0: one per CPU core this process may use.
+    workers: int = 0
 
 
 @dataclass
@@ -314,6 +317,8 @@ def _check_ingest(lst: ListenerSettings) -> None:
         raise ConfigError("settings key 'listener.poll_delay' must be in (0, 0.1] seconds")
     if lst.database_retry_interval <= 0:
         raise ConfigError("settings key 'listener.database_retry_interval' must be > 0 seconds")
+    if not 0 <= lst.workers <= 256:
+        raise ConfigError("settings key 'listener.workers' must be 0 (one per CPU core) to 256")
 
 
 def _check_pipeline(p: PipelineSettings) -> None:

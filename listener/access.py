@@ -21,8 +21,9 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 
-from pynetdicom import evt
+from pynetdicom import AE, evt
 from pynetdicom.events import Event
 
 from radpair.core.config import ConfigError
@@ -106,6 +107,9 @@ class AccessPolicy:
             raise ConfigError("settings key 'listener.allowed_peers' is empty and "
                                 "'listener.accept_any_calling_ae' is false: nobody could connect")
         self._addresses = PeerAddresses({host for _, host in self._peers if host}, settings.peer_resolve_ttl)
+        # How many associations are open, the one being requested included (a worker process of a
+        # multi-process listener replaces it with the count over all workers).
+        self.count_open: Callable[[AE], int] = lambda ae: sum(1 for a in ae.active_associations if a.is_acceptor)
 
     def describe(self) -> str:
         if self.accept_any:
@@ -128,7 +132,7 @@ class AccessPolicy:
             refusal = REJECT_UNKNOWN_CALLING_AE
         elif self._called_ae is not None and called != self._called_ae:
             refusal = REJECT_UNKNOWN_CALLED_AE
-        elif sum(1 for a in assoc.ae.active_associations if a.is_acceptor) > self._max_associations:
+        elif self.count_open(assoc.ae) > self._max_associations:
             refusal = REJECT_LOCAL_LIMIT
         if refusal is None:
             return

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 
 from apscheduler.schedulers.base import BaseScheduler
 from pynetdicom import evt
 from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
 from radpair.core.db import session_factory
-from radpair.core.settings import Settings
+from radpair.core.settings import ListenerSettings, Settings
 from radpair.core.store import InstanceStore
 from radpair.listener.access import AccessPolicy
 from radpair.listener.ae import build_ae, poll_delay, set_nodelay, tls_context
@@ -26,6 +28,13 @@ from radpair.listener.stability import mark_stable_studies
 log = logging.getLogger(__name__)
 
 STABILITY_JOB = "listener.stability"
+
+
+def schedule_stability(scheduler: BaseScheduler, sessions: sessionmaker[Session], settings: ListenerSettings) -> None:
+    """The periodic scan that marks quiet studies stable (in the process that runs the scheduler)."""
+    scheduler.add_job(mark_stable_studies, "interval", args=(sessions, settings.stable_age),
+                      seconds=settings.stability_check_interval, id=STABILITY_JOB, max_instances=1,
+                      coalesce=True, replace_existing=True)
 
 
 class ListenerService:
@@ -74,17 +83,24 @@ class ListenerService:
         ]
         ssl_context = tls_context(lst)
         self.ingestor.start()
-        self._server = self.ae.make_server((lst.host, lst.port), evt_handlers=handlers, ssl_context=ssl_context,
-                                           server_class=GuardedAssociationServer,
-                                           per_address=lst.max_associations_per_address,
-                                           handshake_timeout=lst.request_timeout)
+        self._server = self.make_server(handlers, ssl_context)
         threading.Thread(target=self._server.serve_forever, name="listener-accept", daemon=True).start()
         if scheduler is not None:
-            scheduler.add_job(mark_stable_studies, "interval", args=(self.sessions, lst.stable_age),
-                              seconds=lst.stability_check_interval, id=STABILITY_JOB, max_instances=1,
-                              coalesce=True, replace_existing=True)
+            schedule_stability(scheduler, self.sessions, lst)
+        self.announce(ssl_context is not None)
+
+    def make_server(self, handlers: list, ssl_context: ssl.SSLContext | None) -> GuardedAssociationServer:
+        """The association server, bound to ``listener.host:port``."""
+        lst = self.settings.listener
+        return self.ae.make_server((lst.host, lst.port), evt_handlers=handlers, ssl_context=ssl_context,
+                                   server_class=GuardedAssociationServer,
+                                   per_address=lst.max_associations_per_address,
+                                   handshake_timeout=lst.request_timeout)
+
+    def announce(self, tls: bool) -> None:
+        lst = self.settings.listener
         log.info("listener: AE %s on %s:%d%s, accepting %s, data in %s", lst.ae_title, lst.host, self.port,
-                 " (TLS)" if ssl_context else "", self.access.describe(), self.settings.data_dir.resolve())
+                 " (TLS)" if tls else "", self.access.describe(), self.settings.data_dir.resolve())
 
     def stop(self, grace: float = 30.0) -> None:
         """Stop accepting, let stores in flight finish (new ones get 0xA700), then close."""

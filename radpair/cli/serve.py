@@ -39,14 +39,14 @@ class Component(Protocol):
 def build_components(settings: Settings, engine: Engine) -> list[Component]:
     """Started in this order, stopped in reverse: the listener takes studies while the embedded
     Triton loads its models, and the pipeline's workers stop before the server they call."""
-    from radpair.listener.server import ListenerService
+    from radpair.listener.pool import ListenerPool
     from radpair.pipeline.service import PipelineService
     from radpair.retrain.schedule import RetrainService
     from radpair.serving.gateway import TritonGateway
     from radpair.serving.server import TritonService
 
     models = TritonGateway(settings) if settings.triton.mode != "off" else None
-    return [ListenerService(settings, engine), TritonService(settings), PipelineService(settings, engine, models),
+    return [ListenerPool(settings, engine), TritonService(settings), PipelineService(settings, engine, models),
             RetrainService(settings, engine)]
 
 

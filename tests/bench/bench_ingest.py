@@ -1,6 +1,8 @@
 """Ingest throughput (issue #2): the same files, the same run, storescu (TCP_NODELAY=1) as the
 sender, into radpair (SQLite and PostgreSQL), DCMTK storescp, Orthanc and a bare pynetdicom SCP;
-64×64 MR and 512×512 CT-like instances; 1 and 4 concurrent associations.
+64×64 MR and 512×512 CT-like instances; 1, 2 and 4 concurrent associations. radpair runs as
+`radpair serve` does (one listener worker process per core) and with one worker, to show what
+the workers add.
 
 Every receiver starts empty for every run (radpair would otherwise answer re-sends as cheap
 duplicates); the bare pynetdicom SCP polls with radpair's ``listener.poll_delay``. What each receiver promises differs and is printed with the table: radpair fsyncs
@@ -31,7 +33,7 @@ from tests.support.postgres import PostgresServer
 
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 SIZES = {"MR 64x64": (500, 64, 64, "MR"), "CT 512x512": (100, 512, 512, "CT")}
-CONCURRENCY = (1, 4)
+CONCURRENCY = (1, 2, 4)
 BARE_PYNETDICOM = """
 import sys, pathlib
 from pynetdicom import AE, AllStoragePresentationContexts, evt
@@ -78,8 +80,10 @@ def _process(cmd: list[str], port: int, aet: str, env: dict[str, str] | None = N
 
 
 @contextmanager
-def radpair(work: Path, database_url: str = "") -> Iterator[int]:
-    served = ServeProcess(work / "radpair", env={"RADPAIR_DATABASE_URL": database_url})
+def radpair(work: Path, database_url: str = "", workers: int = 0) -> Iterator[int]:
+    """`radpair serve` with ``listener.workers`` worker processes (0: one per core, the default)."""
+    served = ServeProcess(work / "radpair", env={"RADPAIR_DATABASE_URL": database_url,
+                                                 "RADPAIR_LISTENER_WORKERS": str(workers)})
     try:
         yield served.port
     finally:
@@ -138,6 +142,7 @@ def test_ingest_throughput(data_sets: dict[str, list[Path]], postgres_server: Po
                            tmp_path: Path) -> None:
     receivers: dict[str, tuple[Receiver, str]] = {
         "radpair-sqlite": (radpair, "RADPAIR"),
+        "radpair-sqlite-1-worker": (lambda w: radpair(w, workers=1), "RADPAIR"),
         "radpair-postgresql": (lambda w: radpair(w, postgres_server.create_database(f"bench_{w.name}")), "RADPAIR"),
         "storescp": (storescp, "STORESCP"),
         "orthanc": (orthanc, "ORTHANC"),

@@ -10,6 +10,8 @@ import socket
 from contextlib import ExitStack
 from pathlib import Path
 
+import pytest
+
 from tests.listener.test_tls import _self_signed, _tls
 
 
@@ -45,9 +47,11 @@ def test_a_connection_that_never_asks_is_closed(start_listener) -> None:  # noqa
         assert _closed_by_server(sock, wait=20.0), "the listener kept a silent connection open"
 
 
-def test_one_address_cannot_take_every_slot(start_listener) -> None:  # noqa: ANN001
-    listener = start_listener(**{"listener.max_associations": 16, "listener.max_associations_per_address": 8,
-                                 "listener.request_timeout": 60.0})
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_one_address_cannot_take_every_slot(start_listener, processes: bool) -> None:  # noqa: ANN001
+    listener = start_listener(processes=processes, **{"listener.workers": 2, "listener.max_associations": 16,
+                                                      "listener.max_associations_per_address": 8,
+                                                      "listener.request_timeout": 60.0})
     with ExitStack() as stack:
         flood = [stack.enter_context(_idle(listener.port, source="127.0.0.2")) for _ in range(16)]
         refused = sum(_closed_by_server(sock, wait=2.0) for sock in flood)

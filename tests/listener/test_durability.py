@@ -1,5 +1,5 @@
-"""Durability of `radpair serve` as a real process: SIGKILL it while storescu streams a few
-hundred instances, restart it, and every instance storescu saw acknowledged is on disk (same
+"""Durability of `radpair serve` as a real process: SIGKILL it (every process of it: the parent
+and its listener workers) while storescu streams a few hundred instances, restart it, and every instance storescu saw acknowledged is on disk (same
 bytes) and in SQL. Also: SIGTERM stops it cleanly, and `radpair status` reports the archive."""
 
 from __future__ import annotations
@@ -56,7 +56,11 @@ def _stream_and_signal(served: ServeProcess, chunks: list[list[Path]], sig: sign
                 with lock:
                     acked.append(current)
                     if len(acked) == after:
-                        served.proc.send_signal(sig)
+                        # SIGKILL: the whole service (parent and listener workers) dies at once.
+                        if sig == signal.SIGKILL:
+                            served.crash()
+                        else:
+                            served.proc.send_signal(sig)
         sender.wait()
 
     readers = [threading.Thread(target=follow, args=(sender,)) for sender in senders]

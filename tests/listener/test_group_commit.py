@@ -8,6 +8,7 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from sqlalchemy import func, select
 
@@ -30,8 +31,12 @@ def _send_concurrently(listener: RunningListener, chunks: list[list[Path]]) -> l
     return logs
 
 
-def test_concurrent_senders_are_indexed_exactly_once(start_listener, database_url: str, tmp_path: Path) -> None:  # noqa: ANN001
-    listener = start_listener(database_url)
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_concurrent_senders_are_indexed_exactly_once(start_listener, database_url: str, tmp_path: Path,  # noqa: ANN001
+                                                     processes: bool) -> None:
+    """In this process (one group committer), and over the worker processes of `radpair serve`
+    (two; the senders' associations are spread over both, each with its own committer)."""
+    listener = start_listener(database_url, processes=processes, **{"listener.workers": 2})
     # Two series of one study and a series of another study, interleaved across the senders.
     files = [*make_series(tmp_path / "a", 320, rows=16, cols=16, seed=1),
              *make_series(tmp_path / "b", 240, rows=16, cols=16, seed=2),
@@ -48,7 +53,10 @@ def test_concurrent_senders_are_indexed_exactly_once(start_listener, database_ur
     on_disk = sorted(p.relative_to(listener.settings.store_dir).as_posix()
                      for p in listener.settings.store_dir.rglob("*") if p.is_file())
     assert on_disk == sorted(r.path for r in rows.values()), "no orphan or leftover temporary file"
-    assert listener.service.ingestor.committer.largest_batch > 1, "concurrent stores shared a commit"
+    if processes:
+        assert sorted(w.handed for w in listener.service.workers()) == [2, 2], "each worker got two senders"
+    else:
+        assert listener.service.ingestor.committer.largest_batch > 1, "concurrent stores shared a commit"
 
     # The same instances again, each through another association than the first time.
     again = _send_concurrently(listener, [files[(i + 1) % SENDERS::SENDERS] for i in range(SENDERS)])

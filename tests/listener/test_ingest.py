@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from pydicom import dcmread
 from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
@@ -115,8 +116,11 @@ def test_allow_list_pins_the_host(start_listener) -> None:  # noqa: ANN001
     assert running.echoscu(calling="PACS").returncode != 0
 
 
-def test_association_limit(start_listener) -> None:  # noqa: ANN001
-    running = start_listener(**{"listener.max_associations": 1})
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_association_limit(start_listener, processes: bool) -> None:  # noqa: ANN001
+    """With worker processes the limit holds over all of them (the held association is in one, the
+    refused echo is handed to the other)."""
+    running = start_listener(processes=processes, **{"listener.max_associations": 1, "listener.workers": 2})
     held = AE(ae_title="HOLDER").associate("127.0.0.1", running.port, [build_context(Verification)],
                                            ae_title="RADPAIR")
     assert held.is_established

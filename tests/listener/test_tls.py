@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
 
 from tests.support.dcmtk import DCMTK_ENV, require
 from tests.support.listener import RunningListener
@@ -26,10 +27,12 @@ def _tls(tool: str, listener: RunningListener, key: Path, cert: Path, ca: Path, 
                           text=True, timeout=60)
 
 
-def test_tls_echo_and_store(start_listener, tmp_path: Path) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("processes", [False, True], ids=["in-process", "worker-processes"])
+def test_tls_echo_and_store(start_listener, tmp_path: Path, processes: bool) -> None:  # noqa: ANN001
     server_key, server_cert = _self_signed(tmp_path, "server")
     client_key, client_cert = _self_signed(tmp_path, "client")
-    listener = start_listener(**{"listener.tls_cert": str(server_cert), "listener.tls_key": str(server_key)})
+    listener = start_listener(processes=processes, **{"listener.tls_cert": str(server_cert),
+                                                      "listener.tls_key": str(server_key), "listener.workers": 2})
     assert _tls("echoscu", listener, client_key, client_cert, server_cert).returncode == 0
     stored = _tls("storescu", listener, client_key, client_cert, server_cert, *make_series(tmp_path / "in", 2))
     assert stored.returncode == 0, stored.stderr

@@ -12,13 +12,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from radpair.core.db import make_engine, session_factory, upgrade
 from radpair.core.settings import Settings, load_settings
+from radpair.listener.pool import ListenerPool
 from radpair.listener.server import ListenerService
 from tests.support.dcmtk import DCMTK_ENV, require
 
 
 @dataclass
 class RunningListener:
-    service: ListenerService
+    service: ListenerService | ListenerPool
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
@@ -41,13 +42,16 @@ class RunningListener:
                                *map(str, files)], env=DCMTK_ENV, capture_output=True, text=True, timeout=300)
 
 
-def start_listener(data_dir: Path, database_url: str | None = None, **overrides: object) -> RunningListener:
-    """A listener on ``data_dir`` (SQLite there unless ``database_url``), any calling AE on loopback."""
+def start_listener(data_dir: Path, database_url: str | None = None, processes: bool = False,
+                   **overrides: object) -> RunningListener:
+    """A listener on ``data_dir`` (SQLite there unless ``database_url``), any calling AE on loopback;
+    in this process, or with ``processes`` the multi-process one of ``radpair serve``
+    (``listener.workers`` of them)."""
     settings = load_settings(environ={}, overrides={
         "data_dir": str(data_dir), "listener.port": 0, "listener.stable_age": 1.0,
         "database.url": database_url or "", **overrides})
     engine = make_engine(settings.database_url)
     upgrade(engine)
-    service = ListenerService(settings, engine)
+    service = (ListenerPool if processes else ListenerService)(settings, engine)
     service.start()
     return RunningListener(service, settings, engine, session_factory(engine))

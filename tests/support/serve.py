@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ class ServeProcess:
                  radpair: Sequence[str] = RADPAIR, cwd: Path | None = None) -> None:
         self.proc = subprocess.Popen([*radpair, "serve", "--data-dir", str(data_dir), "--port", "0"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=cwd,
+                                     start_new_session=True,
                                      env={**os.environ, "RADPAIR_TRITON_MODE": "off", **(env or {})})
         self.lines: list[str] = []
         self.port = 0
@@ -54,7 +56,14 @@ class ServeProcess:
         self._reader.join(5)
         return code
 
+    def crash(self) -> None:
+        """SIGKILL every process of the service at once (its listener workers too), as a power cut would."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
+
     def kill(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+            self.crash()

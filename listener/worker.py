@@ -1,0 +1,113 @@
+"""One listener worker process: receive → verify → write → fsync → index, on its own interpreter.
+
+Started by :class:`radpair.listener.pool.ListenerPool` (multiprocessing "spawn": nothing of the
+parent's threads or open database connections is inherited). It is the in-process
+:class:`ListenerService` with its connections coming over the hand-off channel and the open
+association count shared with the other workers, so ``max_associations`` holds over all of them.
+Its log records go to the parent's handlers through a pipe. It stops on SIGTERM (stores in
+flight finish, new ones get 0xA700) and when its parent dies (``PR_SET_PDEATHSIG`` on Linux, and
+the channel closing everywhere).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import logging.handlers
+import os
+import signal
+import socket
+import ssl
+import sys
+import threading
+from multiprocessing.connection import Connection
+from multiprocessing.sharedctypes import Synchronized
+
+from sqlalchemy import Engine
+
+from radpair.core.db import make_engine
+from radpair.core.settings import Settings
+from radpair.listener import handoff
+from radpair.listener.connections import GuardedAssociationServer
+from radpair.listener.handoff import HandedAssociationServer
+from radpair.listener.server import ListenerService
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+
+
+class WorkerListener(ListenerService):
+    """The listener of one worker process."""
+
+    def __init__(self, settings: Settings, engine: Engine, index: int, channel: socket.socket,
+                 open_connections: Synchronized, stop: threading.Event) -> None:
+        super().__init__(settings, engine)
+        self.index = index
+        self.channel = channel
+        self.stop_requested = stop
+        self.access.count_open = lambda _ae: open_connections.value
+
+    def make_server(self, handlers: list, ssl_context: ssl.SSLContext | None) -> GuardedAssociationServer:
+        lst = self.settings.listener
+        return self.ae.make_server((lst.host, lst.port), evt_handlers=handlers, ssl_context=ssl_context,
+                                   server_class=HandedAssociationServer, channel=self.channel,
+                                   parent_gone=self.stop_requested.set,
+                                   per_address=lst.max_associations_per_address,
+                                   handshake_timeout=lst.request_timeout)
+
+    def announce(self, tls: bool) -> None:
+        log.debug("listener worker %d (pid %d) ready", self.index, os.getpid())
+
+
+def run(index: int, settings: Settings, channel: socket.socket, open_connections: Synchronized,
+        logs: Connection, levels: dict[str, int], parent_pid: int) -> None:
+    """The worker's main function (the target of its ``multiprocessing`` process)."""
+    stop = threading.Event()
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the parent, which stops us
+    signal.signal(signal.SIGTERM, lambda _num, _frame: stop.set())
+    _log_to_parent(logs, levels)
+    engine = make_engine(settings.database_url, echo=settings.database.echo)
+    try:
+        service = WorkerListener(settings, engine, index, channel, open_connections, stop)
+        service.start()
+    except Exception as exc:  # reported to the parent, which names it and stops the start
+        handoff.send(channel, "failed", f"{type(exc).__name__}: {exc}")
+        sys.exit(1)
+    handoff.send(channel, "ready")
+    stop.wait()
+    service.stop()
+    engine.dispose()
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """SIGTERM when the parent dies, however it dies (and exit now if it already has)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the channel closing stops the worker instead
+        pass
+    if os.getppid() != parent_pid:
+        sys.exit(0)
+
+
+class _PipeQueue:
+    """What QueueHandler needs of a queue, over the worker's log pipe (sends are serialised)."""
+
+    def __init__(self, logs: Connection) -> None:
+        self.logs = logs
+        self.lock = threading.Lock()
+
+    def put_nowait(self, record: logging.LogRecord) -> None:
+        with self.lock:
+            self.logs.send(record)
+
+
+def _log_to_parent(logs: Connection, levels: dict[str, int]) -> None:
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(logging.handlers.QueueHandler(_PipeQueue(logs)))
+    for name, level in levels.items():
+        logging.getLogger(name or None).setLevel(level)
+    logging.captureWarnings(True)
