@@ -19,7 +19,8 @@ _SEEDS [3], _PRETRAIN_SEEDS [= SEEDS; fewer: later fine-tuning seeds reuse seed 
 _ABLATIONS [1],
 _BUDGET_S [3600] (ablations that would start after the budget are reported as not run),
 _CONFIG (a training configuration file the overrides apply to; default training's defaults),
-_WORKDIR (where cohorts and runs go; default a temporary folder), _DEVICE ["" = cuda if any],
+_WORKDIR (where cohorts and runs go; default a temporary folder; a re-run there reuses the
+cohorts, the finished pre-training runs and the finished fine-tuning runs of the same configuration), _DEVICE ["" = cuda if any],
 _TEXT_MODEL (a local Hugging Face folder), _SET (extra config overrides, ``;``-separated).
 """
 
@@ -74,6 +75,15 @@ def _folds(runs: list[dict], split: str, key: str) -> list[float]:
 def _cell(runs: list[dict], split: str, key: str) -> str:
     values = [v for v in _folds(runs, split, key) if not math.isnan(v)]
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "n/a"
+
+
+def _finished(run_dir: Path, config: dict) -> bool:
+    """Whether ``run_dir`` holds a completed fine-tuning run of exactly this configuration."""
+    try:
+        return (run_dir / "metrics.json").is_file() and \
+            json.loads((run_dir / "config.json").read_text()) == json.loads(json.dumps(config, default=str))
+    except (OSError, ValueError):
+        return False
 
 
 def paired_bootstrap(a: list[float], b: list[float], n: int = 10000, seed: int = 0) -> tuple[float, float, float]:
@@ -152,8 +162,12 @@ def test_training_benchmark(tmp_path):
                          collapse_monitor={k: last.get(k) for k in ("image_eval", "text_eval", "image_train", "collapsed")})
             init = str(pre_dir)
         config = load_config(config_file, overrides=[*common, f"seed={seed}"])
-        entry["finetune"] = finetune(config, task, studies["finetune"], work / "runs" / f"fine_{name}_{seed}", init=init,
-                                     external=studies["external"], device=device)
+        fine_dir = work / "runs" / f"fine_{name}_{seed}"
+        if _finished(fine_dir, {**config.to_dict(), "init": init}):  # a re-run in the same workdir resumes
+            entry["finetune"] = json.loads((fine_dir / "metrics.json").read_text())
+        else:
+            entry["finetune"] = finetune(config, task, studies["finetune"], fine_dir, init=init,
+                                         external=studies["external"], device=device)
         entry["finetune"].pop("data", None)
         runs.append(entry)
         save()
