@@ -8,7 +8,6 @@ import hashlib
 import re
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from sqlalchemy import select
 
 from radpair.core.db import make_engine, session_factory
 from radpair.core.models import Instance
-from tests.support.dcmtk import DCMTK_ENV, dataset_bytes, require
+from tests.support.dcmtk import DCMTK_ENV, dataset_bytes, require, stream_and_act
 from tests.support.dicom import make_series
 from tests.support.serve import RADPAIR, ServeProcess
 
@@ -37,38 +36,10 @@ def serve() -> Iterator[Callable[[Path], ServeProcess]]:
 
 
 def _stream_and_signal(served: ServeProcess, chunks: list[list[Path]], sig: signal.Signals, after: int) -> list[Path]:
-    """One storescu per chunk, all at once; send ``sig`` to the service after ``after``
-    acknowledgements in all; return the files the senders saw acknowledged (from their -v logs:
-    "Sending file" then the response)."""
-    senders = [subprocess.Popen([require("storescu"), "-v", "-aec", "RADPAIR", "127.0.0.1", str(served.port),
-                                 *map(str, chunk)], env=DCMTK_ENV, stderr=subprocess.PIPE, text=True)
-               for chunk in chunks]
-    acked: list[Path] = []
-    lock = threading.Lock()
-
-    def follow(sender: subprocess.Popen[str]) -> None:
-        current: Path | None = None
-        assert sender.stderr is not None
-        for line in sender.stderr:
-            if line.startswith("I: Sending file: "):
-                current = Path(line.removeprefix("I: Sending file: ").strip())
-            elif "Received Store Response (Success)" in line and current is not None:
-                with lock:
-                    acked.append(current)
-                    if len(acked) == after:
-                        # SIGKILL: the whole service (parent and listener workers) dies at once.
-                        if sig == signal.SIGKILL:
-                            served.crash()
-                        else:
-                            served.proc.send_signal(sig)
-        sender.wait()
-
-    readers = [threading.Thread(target=follow, args=(sender,)) for sender in senders]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
-    return acked
+    """One storescu per chunk, all at once; ``sig`` to the service after ``after`` acknowledgements
+    (SIGKILL: every process of it at once, parent and listener workers)."""
+    return stream_and_act(served.port, chunks, after,
+                          served.crash if sig == signal.SIGKILL else lambda: served.proc.send_signal(sig))
 
 
 def _assert_archived(data_dir: Path, acked: list[Path]) -> None:

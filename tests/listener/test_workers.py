@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import threading
 from pathlib import Path
 
 from pydicom import dcmread
@@ -15,39 +14,9 @@ from sqlalchemy import func, select
 
 from radpair.core.models import Instance
 from tests.support.checks import wait_for
-from tests.support.dcmtk import DCMTK_ENV, dataset_bytes, require
+from tests.support.dcmtk import DCMTK_ENV, dataset_bytes, require, stream_and_act
 from tests.support.dicom import make_series
 from tests.support.listener import RunningListener
-
-
-def _stream(listener: RunningListener, chunks: list[list[Path]], on_ack: int, action) -> list[Path]:  # noqa: ANN001
-    """One storescu per chunk, all at once; call ``action`` after ``on_ack`` acknowledgements in all;
-    return the files the senders saw acknowledged."""
-    senders = [subprocess.Popen([require("storescu"), "-v", "-aec", "RADPAIR", "127.0.0.1", str(listener.port),
-                                 *map(str, chunk)], env=DCMTK_ENV, stderr=subprocess.PIPE, text=True)
-               for chunk in chunks]
-    acked: list[Path] = []
-    lock = threading.Lock()
-
-    def follow(sender: subprocess.Popen[str]) -> None:
-        current: Path | None = None
-        assert sender.stderr is not None
-        for line in sender.stderr:
-            if line.startswith("I: Sending file: "):
-                current = Path(line.removeprefix("I: Sending file: ").strip())
-            elif "Received Store Response (Success)" in line and current is not None:
-                with lock:
-                    acked.append(current)
-                    if len(acked) == on_ack:
-                        action()
-        sender.wait()
-
-    readers = [threading.Thread(target=follow, args=(sender,)) for sender in senders]
-    for reader in readers:
-        reader.start()
-    for reader in readers:
-        reader.join()
-    return acked
 
 
 def _assert_archived(listener: RunningListener, files: list[Path]) -> None:
@@ -63,8 +32,8 @@ def test_a_killed_worker_loses_nothing_acknowledged_and_is_restarted(start_liste
     listener = start_listener(processes=True, **{"listener.workers": 2})
     files = make_series(tmp_path / "in", 400, rows=16, cols=16)
     victim = _worker(listener, 0)
-    acked = _stream(listener, [files[i::4] for i in range(4)], on_ack=100,
-                    action=lambda: os.kill(victim.process.pid, signal.SIGKILL))
+    acked = stream_and_act(listener.port, [files[i::4] for i in range(4)], after=100,
+                           action=lambda: os.kill(victim.process.pid, signal.SIGKILL))
     assert 100 <= len(acked) < len(files), f"{len(acked)} acknowledged: the kill did not cut a sender off"
     _assert_archived(listener, acked)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pynetdicom.dsutils import split_dataset
@@ -57,3 +59,34 @@ class StoreSCP:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(timeout=10)
+
+
+def stream_and_act(port: int, chunks: list[list[Path]], after: int, action: Callable[[], None]) -> list[Path]:
+    """One ``storescu -v`` per chunk, all at once; call ``action`` once ``after`` instances were
+    acknowledged in all; return the files the senders saw acknowledged (from their logs: "Sending
+    file" then the Success response)."""
+    senders = [subprocess.Popen([require("storescu"), "-v", "-aec", "RADPAIR", "127.0.0.1", str(port),
+                                 *map(str, chunk)], env=DCMTK_ENV, stderr=subprocess.PIPE, text=True)
+               for chunk in chunks]
+    acked: list[Path] = []
+    lock = threading.Lock()
+
+    def follow(sender: subprocess.Popen[str]) -> None:
+        current: Path | None = None
+        assert sender.stderr is not None
+        for line in sender.stderr:
+            if line.startswith("I: Sending file: "):
+                current = Path(line.removeprefix("I: Sending file: ").strip())
+            elif "Received Store Response (Success)" in line and current is not None:
+                with lock:
+                    acked.append(current)
+                    if len(acked) == after:
+                        action()
+        sender.wait()
+
+    readers = [threading.Thread(target=follow, args=(sender,)) for sender in senders]
+    for reader in readers:
+        reader.start()
+    for reader in readers:
+        reader.join()
+    return acked
