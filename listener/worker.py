@@ -92,15 +92,22 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 class _PipeQueue:
-    """What QueueHandler needs of a queue, over the worker's log pipe (sends are serialised)."""
+    """What QueueHandler needs of a queue, over the worker's log pipe (sends are serialised).
+    Once the parent is gone (its end of the pipe with it) the last lines go to stderr."""
 
     def __init__(self, logs: Connection) -> None:
-        self.logs = logs
+        self.logs: Connection | None = logs
         self.lock = threading.Lock()
 
     def put_nowait(self, record: logging.LogRecord) -> None:
         with self.lock:
-            self.logs.send(record)
+            if self.logs is not None:
+                try:
+                    self.logs.send(record)
+                    return
+                except OSError:
+                    self.logs = None
+            print(f"{record.levelname} {record.name}: {record.getMessage()}", file=sys.stderr, flush=True)
 
 
 def _log_to_parent(logs: Connection, levels: dict[str, int]) -> None:

@@ -54,6 +54,17 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
+def _survivors(pids: set[int]) -> list[str]:
+    """The command lines of those of ``pids`` still alive (what a failed wait names)."""
+    lines = []
+    for pid in sorted(_alive(pids)):
+        try:
+            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+        except OSError:
+            pass
+    return lines
+
+
 def _alive(pids: set[int]) -> set[int]:
     alive = set()
     for pid in pids:
@@ -100,7 +111,10 @@ def test_sigkill_during_delivery_delivers_once_after_restart_and_leaves_no_proce
         serve.proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         serve.proc.wait()
-        wait_for("every process of the killed service to end", lambda: not _alive(started), timeout=30)
+        try:
+            wait_for("every process of the killed service to end", lambda: not _alive(started), timeout=60)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; still running: {_survivors(started)}") from None
     finally:
         serve.kill()
     scp.delay(None)
