@@ -129,3 +129,16 @@ def test_label_statistics_match_the_priors(tmp_path: Path) -> None:
     infra = [s for s in studies if s.location == "infratentorial"]
     supra = [s for s in studies if s.location == "supratentorial"]
     assert np.mean([s.label == "BRAF-fusion" for s in infra]) > 0.6 > np.mean([s.label == "BRAF-fusion" for s in supra])
+
+
+def test_external_is_the_sum_of_its_one_change_shifts() -> None:
+    from dataclasses import replace
+
+    from radpair.training.cohort.shifts import resolve_shift
+
+    parts = resolve_shift("external-geometry,external-intensity,external-noise,external-tags")
+    assert replace(parts, name="external") == resolve_shift("external")
+    tags_only, plain = resolve_shift("external-tags"), resolve_shift("none")
+    pixel_fields = ("intensity_scale", "gamma", "noise_sigma", "bias_strength", "fov_mm", "descending_slices", "flip_rows")
+    assert all(getattr(tags_only, f) == getattr(plain, f) for f in pixel_fields)
+    assert tags_only.manufacturer != plain.manufacturer
