@@ -5,13 +5,12 @@ parent's threads or open database connections is inherited). It is the in-proces
 :class:`ListenerService` with its connections coming over the hand-off channel and the open
 association count shared with the other workers, so ``max_associations`` holds over all of them.
 Its log records go to the parent's handlers through a pipe. It stops on SIGTERM (stores in
-flight finish, new ones get 0xA700) and when its parent dies (``PR_SET_PDEATHSIG`` on Linux, and
-the channel closing everywhere).
+flight finish, new ones get 0xA700) and when its parent dies, however it dies (its process id
+changes, and the channel closes).
 """
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import logging.handlers
 import os
@@ -27,6 +26,7 @@ from sqlalchemy import Engine
 
 from radpair.core.db import make_engine
 from radpair.core.settings import Settings
+from radpair.core.signals import StopSignals
 from radpair.listener import handoff
 from radpair.listener.connections import GuardedAssociationServer
 from radpair.listener.handoff import HandedAssociationServer
@@ -34,7 +34,9 @@ from radpair.listener.server import ListenerService
 
 log = logging.getLogger(__name__)
 
-PR_SET_PDEATHSIG = 1
+# A worker whose parent is gone stops as usual (stores in flight finish) but exits after this many
+# seconds whatever it is waiting for: what it has not acknowledged, its peer sends again.
+ORPHAN_EXIT_AFTER = 45.0
 
 
 class WorkerListener(ListenerService):
@@ -63,10 +65,9 @@ class WorkerListener(ListenerService):
 def run(index: int, settings: Settings, channel: socket.socket, open_connections: Synchronized,
         logs: Connection, levels: dict[str, int], parent_pid: int) -> None:
     """The worker's main function (the target of its ``multiprocessing`` process)."""
-    stop = threading.Event()
-    _die_with_parent(parent_pid)
+    stop = threading.Event()  # set by the server when the channel closes
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C reaches the parent, which stops us
-    signal.signal(signal.SIGTERM, lambda _num, _frame: stop.set())
+    signals = StopSignals([signal.SIGTERM])
     _log_to_parent(logs, levels)
     engine = make_engine(settings.database_url, echo=settings.database.echo)
     try:
@@ -76,19 +77,13 @@ def run(index: int, settings: Settings, channel: socket.socket, open_connections
         handoff.send(channel, "failed", f"{type(exc).__name__}: {exc}")
         sys.exit(1)
     handoff.send(channel, "ready")
-    stop.wait()
+    if signals.wait(until=lambda: stop.is_set() or os.getppid() != parent_pid) != "SIGTERM":
+        log.warning("listener worker %d (pid %d): the listener's parent process is gone; stopping", index, os.getpid())
+        orphan_deadline = threading.Timer(ORPHAN_EXIT_AFTER, os._exit, (1,))  # nobody is left to kill a hung stop
+        orphan_deadline.daemon = True
+        orphan_deadline.start()
     service.stop()
     engine.dispose()
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGTERM when the parent dies, however it dies (and exit now if it already has)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: the channel closing stops the worker instead
-        pass
-    if os.getppid() != parent_pid:
-        sys.exit(0)
 
 
 class _PipeQueue:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
-import signal
 import socket
 import sys
-import threading
 from typing import TYPE_CHECKING, Protocol
 
 from radpair.cli.options import add_settings_options, settings_from_args
@@ -83,6 +81,7 @@ def serve(args: argparse.Namespace) -> int:
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from radpair.core.db import make_engine, upgrade
+    from radpair.core.signals import StopSignals
 
     settings = settings_from_args(args, **{"listener.port": args.port, "listener.ae_title": args.ae_title})
     if port_in_use(settings.listener.host, settings.listener.port):
@@ -90,10 +89,7 @@ def serve(args: argparse.Namespace) -> int:
         return 1
     engine = make_engine(settings.database_url, echo=settings.database.echo)
     upgrade(engine)
-    stop_requested = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda num, _frame: (log.info("%s received: stopping", signal.Signals(num).name),
-                                                   stop_requested.set()))
+    signals = StopSignals()
     scheduler = BackgroundScheduler(timezone="UTC")
     started: list[Component] = []
     try:
@@ -109,7 +105,7 @@ def serve(args: argparse.Namespace) -> int:
         scheduler.start()
         log.info("radpair serving (%s); data in %s, database %s", ", ".join(c.name for c in started),
                  settings.data_dir.resolve(), engine.url.render_as_string(hide_password=True))
-        stop_requested.wait()
+        log.info("%s received: stopping", signals.wait())
     finally:
         if scheduler.running:
             scheduler.shutdown(wait=True)

@@ -55,11 +55,13 @@ def _descendants(pid: int) -> set[int]:
 
 
 def _survivors(pids: set[int]) -> list[str]:
-    """The command lines of those of ``pids`` still alive (what a failed wait names)."""
+    """The command lines of those of ``pids`` still alive, and where their threads wait (what a failed wait names)."""
     lines = []
     for pid in sorted(_alive(pids)):
         try:
-            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200])
+            threads = [f"{t.name}:{(t / 'wchan').read_text()}" for t in Path(f"/proc/{pid}/task").iterdir()]
+            lines.append(f"{pid}: " + Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+                         + f" (threads waiting in {', '.join(threads)})")
         except OSError:
             pass
     return lines
@@ -114,7 +116,8 @@ def test_sigkill_during_delivery_delivers_once_after_restart_and_leaves_no_proce
         try:
             wait_for("every process of the killed service to end", lambda: not _alive(started), timeout=60)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}; still running: {_survivors(started)}") from None
+            tail = "".join(serve.log().splitlines(keepends=True)[-20:])
+            raise AssertionError(f"{exc}; still running: {_survivors(started)}; the service's last lines:\n{tail}") from None
     finally:
         serve.kill()
     scp.delay(None)
