@@ -20,10 +20,15 @@ class OperatingPoints:
 
     lesion_threshold: float = 0.5
     attention_threshold: float = 0.5
+    # How the overlay is made from the attention (core.preprocess.OVERLAY_RULES); the threshold
+    # above was chosen for it. Cards written before it existed mean the attention alone.
+    overlay: str = "attention"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "OperatingPoints":
-        return cls(**{k: float(v) for k, v in (data or {}).items() if k in ("lesion_threshold", "attention_threshold")})
+        data = data or {}
+        thresholds = {k: float(v) for k, v in data.items() if k in ("lesion_threshold", "attention_threshold")}
+        return cls(**thresholds, overlay=str(data.get("overlay") or "attention"))
 
     @classmethod
     def from_card(cls, card: dict[str, Any]) -> "OperatingPoints":

@@ -219,14 +219,49 @@ def brain_mask(volume: Any, spacing: Sequence[float], erosion_mm: float = BRAIN_
     return brain if brain.any() else head
 
 
-def overlay_map(attention: Any, brain: Any) -> Any:
-    """The attention inside the ``brain`` mask, scaled so its maximum there is 1 (0 outside): the
-    overlay the pipeline thresholds and training scores, on the preprocessed grid."""
+# How an overlay is made from the attention (a model's operating points name one):
+# "attention": the attention inside the brain;
+# "attention-hyperintense": the attention selects, the image's hyperintensity delineates — for a
+# finding that is brighter than the brain on the analysed series (task file: finding.signal).
+OVERLAY_RULES = ("attention", "attention-hyperintense")
+
+
+def hyperintensity(image: Any, brain: Any) -> Any:
+    """How far each brain voxel lies above the brain's median intensity, in robust standard
+    deviations (1.4826 × MAD); 0 at or below the median and outside the brain."""
     import numpy as np
 
-    inside = np.where(brain, np.asarray(attention, dtype=np.float32), 0.0)
-    peak = float(inside.max())
-    return inside / peak if peak > 0 else inside
+    image = np.asarray(image, dtype=np.float32)
+    inside = image[brain]
+    if inside.size == 0:
+        return np.zeros_like(image)
+    median = float(np.median(inside))
+    scale = 1.4826 * float(np.median(np.abs(inside - median))) + 1e-6
+    return np.where(brain, np.clip((image - median) / scale, 0.0, None), 0.0).astype(np.float32)
+
+
+def overlay_map(attention: Any, brain: Any, image: Any = None, rule: str = "attention") -> Any:
+    """The overlay the pipeline thresholds and training scores, on the preprocessed grid: by
+    ``rule`` (:data:`OVERLAY_RULES`), inside the ``brain`` mask, scaled so its maximum there is 1.
+
+    With "attention-hyperintense" the square root of the scaled attention (it picks a region, it
+    should not sharpen one) weights the ``image``'s :func:`hyperintensity`: an attended voxel of
+    ordinary signal and a bright voxel the model did not attend to both stay low."""
+    import numpy as np
+
+    if rule not in OVERLAY_RULES:
+        raise ValueError(f"unknown overlay rule {rule!r}; expected one of {', '.join(OVERLAY_RULES)}")
+    inside = _scaled(np.where(brain, np.asarray(attention, dtype=np.float32), 0.0))
+    if rule == "attention-hyperintense":
+        if image is None:
+            raise ValueError("the overlay rule 'attention-hyperintense' needs the image")
+        inside = _scaled(np.sqrt(inside) * hyperintensity(image, brain))
+    return inside
+
+
+def _scaled(values: Any) -> Any:
+    peak = float(values.max())
+    return values / peak if peak > 0 else values
 
 
 def _otsu(values: Any, bins: int = 256) -> float:

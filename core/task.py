@@ -80,6 +80,15 @@ class FindingDef:
     class_concept: CodeDef = CodeDef("RP100", "99RADPAIR", "Predicted class")
     # The label (in a labels file, a cohort's labels.csv) of a study known to have no such finding.
     absent_label: str = "none"
+    # Its signal on the analysed series: "hyperintense" (brighter than the brain, as a glioma on
+    # T2/FLAIR) lets the overlay be delineated by the image within what the model attends to;
+    # "any" leaves the overlay the attention alone.
+    signal: Literal["any", "hyperintense"] = "any"
+
+    @property
+    def overlay_rule(self) -> str:
+        """The overlay rule a model fine-tuned for this finding uses (core.preprocess.OVERLAY_RULES)."""
+        return "attention-hyperintense" if self.signal == "hyperintense" else "attention"
 
 
 @dataclass(frozen=True)

@@ -113,14 +113,16 @@ class StudyAnalysis:
         if tuple(model.class_names) != task.class_names:
             raise ValueError(f"model {model.name} v{model.version} predicts {list(model.class_names)}, but task "
                              f"{task.name!r} has classes {list(task.class_names)}: export a model trained for the task")
-        prediction = predict(paths[0].parent, source, model.params, model.infer, model.class_names)
+        prediction = predict(paths[0].parent, source, model.params, model.infer, model.class_names,
+                             model.operating.overlay)
         timings.update(prediction.timings)
 
         start = time.perf_counter()
         operating = model.operating
         prov = Provenance(self.settings.pipeline.algorithm_name, model.name, prediction.model_version,
                           parameters=(*model.validation, f"operating points: lesion probability >= "
-                                      f"{operating.lesion_threshold:g}, overlay >= {operating.attention_threshold:g}"))
+                                      f"{operating.lesion_threshold:g}, overlay ({operating.overlay}) >= "
+                                      f"{operating.attention_threshold:g}"))
         finding = _finding(prediction, operating.lesion_threshold)
 
         def uids(kind: str) -> tuple[str, str]:

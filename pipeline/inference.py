@@ -1,7 +1,8 @@
 """One series through the model: preprocess (as the model was trained), Triton, overlay back on the source.
 
 The volume is built by :mod:`core.preprocess` with the serving model version's own
-``preprocess.json``. The attention map comes back on the preprocessed grid, where it is restricted
+``preprocess.json``. The attention map comes back on the preprocessed grid, where it becomes the
+overlay by the model card's rule (the attention, or the attended hyperintense signal), restricted
 to the brain and scaled to its maximum there (:func:`core.preprocess.overlay_map`, exactly what
 training scored and chose the overlay threshold on); MONAI's recorded inverse (:func:`core.preprocess.invert_to_source`) undoes crop/pad, resampling and reorientation,
 and the result is then sampled at every source pixel's patient position, so frame ``i`` of the
@@ -70,11 +71,13 @@ def predict(
     params: PreprocessParams,
     infer: Callable[[np.ndarray], Any],
     class_names: Sequence[str],
+    overlay: str = "attention",
 ) -> Prediction:
     """Run ``infer`` (``TritonClient.infer``) on the series in ``series_dir``.
 
     ``infer`` takes a float32 ``[1, 1, D, H, W]`` batch and returns an object with
-    ``probabilities``, ``lesion``, ``attention`` (batched) and ``model_version``.
+    ``probabilities``, ``lesion``, ``attention`` (batched) and ``model_version``; ``overlay`` is
+    the model's overlay rule (its operating points).
     """
     timings = {}
     start = time.perf_counter()
@@ -87,8 +90,9 @@ def predict(
     timings["triton"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    brain = brain_mask(volume[0].detach().cpu().numpy(), params.spacing)
-    attention = torch.as_tensor(overlay_map(np.asarray(result.attention)[0], brain), dtype=torch.float32)
+    image = volume[0].detach().cpu().numpy()
+    brain = brain_mask(image, params.spacing)
+    attention = torch.as_tensor(overlay_map(np.asarray(result.attention)[0], brain, image, overlay), dtype=torch.float32)
     on_source = sample_on_source(invert_to_source(attention, volume, transforms), source)
     timings["invert"] = time.perf_counter() - start
 

@@ -65,8 +65,9 @@ class Predictions:
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.device, batch_size: int,
-            params: PreprocessParams, pictures: int = 0, names: Sequence[str] = ()) -> Predictions:
-    """Run ``model`` (a classifier or its TorchScript export) over ``dataset[indices]``."""
+            params: PreprocessParams, pictures: int = 0, names: Sequence[str] = (), overlay: str = "attention") -> Predictions:
+    """Run ``model`` (a classifier or its TorchScript export) over ``dataset[indices]``; the
+    overlays are made by the rule ``overlay`` (:data:`radpair.core.preprocess.OVERLAY_RULES`)."""
     model.eval()
     out = Predictions()
     for start in range(0, len(indices), batch_size):
@@ -86,23 +87,24 @@ def predict(model: nn.Module, dataset, indices: Sequence[int], device: torch.dev
                 continue
             image = np.asarray(item["image"])[0]
             mask = np.asarray(item["mask"])[0] > 0.5
-            overlay = overlay_map(a.numpy(), brain_mask(image, params.spacing)).astype(np.float16)
-            out.overlays.append((overlay, mask))
+            shown = overlay_map(a.numpy(), brain_mask(image, params.spacing), image, overlay).astype(np.float16)
+            out.overlays.append((shown, mask))
             if len(out.pictures) < pictures:
                 k = largest_lesion_slice(mask)
-                out.pictures.append((name, image[..., k], mask[..., k], overlay[..., k].astype(np.float32)))
+                out.pictures.append((name, image[..., k], mask[..., k], shown[..., k].astype(np.float32)))
     return out
 
 
-def choose_operating_points(pred: Predictions) -> OperatingPoints:
-    """Youden's J on the lesion probabilities, the best mean 2D Dice on the overlays."""
+def choose_operating_points(pred: Predictions, overlay: str = "attention") -> OperatingPoints:
+    """Youden's J on the lesion probabilities, the best mean 2D Dice on the overlays (made by the
+    rule ``overlay``, which the operating points record)."""
     truth = np.asarray(pred.lesion_truth)
     known = truth >= 0
     lesion = 0.5
     if known.any() and len(set(truth[known].tolist())) == 2:
         fpr, tpr, thresholds = roc_curve(truth[known], np.asarray(pred.lesion_probability)[known])
         lesion = float(np.clip(thresholds[int(np.argmax(tpr - fpr))], 0.0, 1.0))
-    return OperatingPoints(round(lesion, 4), best_threshold(pred.overlays))
+    return OperatingPoints(round(lesion, 4), best_threshold(pred.overlays), overlay)
 
 
 def classification_metrics(labels: Sequence[int], probabilities: Sequence[Sequence[float]],
@@ -226,7 +228,7 @@ def evaluate_run(path: Path, studies: Sequence[PairedStudy], out: Path, device: 
     names = [s.study_uid[-12:] for s in known]
     for start in tqdm(range(0, len(known), batch_size), desc="evaluate", unit="batch"):
         pred.extend(predict(model, data, list(range(start, min(start + batch_size, len(known)))), dev, batch_size,
-                            params, pictures=max(0, 4 - len(pred.pictures)), names=names))
+                            params, pictures=max(0, 4 - len(pred.pictures)), names=names, overlay=operating.overlay))
     result = {"model": what, "class_names": class_names, "operating_points": asdict(operating),
               **scores(pred, class_names, operating), "confusion": confusion(pred.labels, pred.probabilities, len(class_names))}
     out = Path(out)

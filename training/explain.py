@@ -1,6 +1,7 @@
 """Explainability scores: the overlay a study would get, against its ground-truth lesion mask.
 
-The overlay is what the pipeline delivers: the model's attention restricted to the brain
+The overlay is what the pipeline delivers: the model's attention (for a hyperintense finding,
+the attended hyperintense signal) restricted to the brain
 (:func:`radpair.core.preprocess.overlay_map`), scaled to its maximum there, binarised at a
 threshold. It is compared with the mask in 3D and on the axial slice with the largest lesion
 cross-section (2D, the paper's measure). Volumes are RAS-oriented ``[D, H, W]`` arrays, so axial

@@ -174,9 +174,10 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
         epoch_seconds.append(seconds)
         curves[f"fold {fold + 1}"] = [h["total"] for h in history]
         fold_preds.append(predict(model, dataset, test_idx, dev, f.batch_size, params,
-                                  pictures=3 if fold == 0 else 0, names=names))
+                                  pictures=3 if fold == 0 else 0, names=names, overlay=task.finding.overlay_rule))
         if ext_data is not None:
-            ext_preds.append(predict(model, ext_data, list(range(len(ext))), dev, f.batch_size, params))
+            ext_preds.append(predict(model, ext_data, list(range(len(ext))), dev, f.batch_size, params,
+                                     overlay=task.finding.overlay_rule))
         auc = scores(fold_preds[-1], classes, OperatingPoints())["auc"]
         key = -1.0 if math.isnan(auc) else auc
         if best is None or key > best[0]:
@@ -187,7 +188,7 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
     pooled = Predictions()
     for pred in fold_preds:
         pooled.extend(pred)
-    operating = choose_operating_points(pooled)
+    operating = choose_operating_points(pooled, task.finding.overlay_rule)
     internal = [scores(p, classes, operating) for p in fold_preds]
     external_scores = [scores(p, classes, operating) for p in ext_preds]
     assert best is not None

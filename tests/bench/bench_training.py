@@ -120,7 +120,10 @@ def test_training_benchmark(tmp_path):
                "external": (_env("EXTERNAL_N", 60), 13, "external")}
     workers = max(1, (os.cpu_count() or 2) - 1)
     spacing = 3.0 * 64 / size  # the cohort's head spans ~190 mm whatever the grid
-    task = load_task(task_file(work / "task.toml", spatial_size=(size, size, size), spacing=(spacing,) * 3))
+    # The attention alone is scored (signal "any"), the paper's measure of what pre-training taught
+    # the encoder; the delivered overlay of a hyperintense finding is scored by radpair evaluate.
+    task = load_task(task_file(work / "task.toml", spatial_size=(size, size, size), spacing=(spacing,) * 3,
+                               signal="any"))
     for name, (n, seed, shift) in cohorts.items():
         if not (work / name / "labels.csv").exists():
             make_cohort(work / name, n, seed, shift, (64, 64, 64), workers=workers, task=task)

@@ -45,10 +45,14 @@ def export_small(repo: Path, seed: int) -> int:
 
 
 def task_file(path: Path, source: Path | None = None, spatial_size: tuple[int, int, int] = (32, 32, 32),
-              spacing: tuple[float, float, float] = (6.0, 6.0, 6.0), **input_rule: object) -> Path:
+              spacing: tuple[float, float, float] = (6.0, 6.0, 6.0), signal: str | None = None,
+              **input_rule: object) -> Path:
     """A copy of a task file (default: the shipped one) at another preprocessing size, with changes
-    to its ``[input]`` rule; returns its path."""
+    to its ``[input]`` rule and, given ``signal``, its finding's signal; returns its path."""
     text = (source or default_task_path()).read_text()
+    if signal is not None:
+        old = next(line for line in text.splitlines() if line.startswith("signal ="))
+        text = text.replace(old, f'signal = "{signal}"', 1)
     raw = tomllib.loads(text)
     lines = [line for line in text.splitlines() if not line.startswith(("spacing =", "spatial_size ="))]
     text = "\n".join(lines).replace("[input.preprocess]", f"[input.preprocess]\nspacing = {list(spacing)}\n"

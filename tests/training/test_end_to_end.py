@@ -46,7 +46,9 @@ def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tiny_task_path, t
     assert 0.0 <= metrics["internal"]["dice_3d"]["mean"] <= 1.0
     # The oracle is the best threshold for the scored set: never below the chosen one.
     assert metrics["internal_pooled"]["dice_2d_oracle"] >= metrics["internal_pooled"]["dice_2d"]
-    assert set(metrics["operating_points"]) == {"lesion_threshold", "attention_threshold"}
+    # The shipped task's finding is hyperintense: the overlay is the attended hyperintense signal.
+    assert metrics["operating_points"]["overlay"] == "attention-hyperintense"
+    assert set(metrics["operating_points"]) == {"lesion_threshold", "attention_threshold", "overlay"}
     assert metrics["data"]["lesion_free"] > 0, "lesion-free studies train the lesion head"
     assert json.loads((fine / "class_names.json").read_text()) == ["BRAF-fusion", "BRAF-V600E"]
 
