@@ -37,7 +37,7 @@ def test_shipped_model_is_a_trained_small_run() -> None:
     assert card["training_config"]["pretrain"]["epochs"] == config["pretrain"]["epochs"]
     assert card["metrics"]["init"].endswith("pretrain"), "fine-tuned from radpair's own contrastive pre-training"
     assert card["metrics"]["internal"]["auc"]["mean"] >= 0.0 and card["data_snapshot"]["studies"]
-    assert set(card["metrics"]["operating_points"]) == {"lesion_threshold", "attention_threshold"}
+    assert {"lesion_threshold", "attention_threshold"} <= set(card["metrics"]["operating_points"])
     assert card["parity_max_abs_diff"] < 1e-4
     size = sum(p.stat().st_size for p in shipped_repository().rglob("*") if p.is_file() and not p.is_symlink())
     assert size < 20e6, f"triton_models/ holds {size / 1e6:.1f} MB"
