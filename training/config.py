@@ -116,6 +116,8 @@ class FinetuneConfig:
     folds: int = 5
     # Weight of the lesion-presence loss next to the class loss.
     lesion_weight: float = 1.0
+    # What the run serves: the ensemble of its fold models (true) or the fold with the best internal AUC.
+    ensemble: bool = True
 
 
 @dataclass

@@ -8,8 +8,8 @@ and a class label). AdamW, linear warm-up then cosine decay. Every fold is evalu
 patients and, if given, on an external cohort; the operating points — the lesion threshold (Youden)
 and the overlay's attention threshold (best mean 2D Dice) — are chosen on the pooled internal
 out-of-fold predictions, never on the external cohort. The run directory holds what the Triton
-exporter needs: ``classifier.pt`` (the fold model with the best internal AUC),
-``model_config.json``, ``preprocess.json``, ``metrics.json`` (with ``operating_points``),
+exporter needs: ``classifier.pt`` (the ensemble of the fold models, or with ``finetune.ensemble =
+false`` the fold model with the best internal AUC), ``model_config.json``, ``preprocess.json``, ``metrics.json`` (with ``operating_points``),
 ``class_names.json``; plus ``config.json``, ``loss_curve.png``, ``roc.png`` and
 ``attention_overlays.png``.
 """
@@ -43,7 +43,7 @@ from radpair.training.evaluate import (
     scores,
     summarise,
 )
-from radpair.training.models import Classifier, build_classifier, load_image_checkpoint
+from radpair.training.models import Classifier, Ensemble, load_image_checkpoint
 from radpair.training.plots import plot_losses, plot_overlays, plot_roc
 from radpair.training.runtime import (
     autocast,
@@ -95,7 +95,7 @@ def train_fold(config: TrainConfig, num_classes: int, dataset, studies: Sequence
     """One fold's classifier; returns (model, per-epoch losses, seconds per epoch)."""
     f = config.finetune
     seed_everything(config.seed + fold)
-    model = build_classifier(config.image.model_config(num_classes))
+    model = Classifier(config.image.model_config(num_classes))
     if init is not None:
         load_image_checkpoint(model.encoder, init)
     model.to(device)
@@ -142,6 +142,20 @@ def _losses(out: dict[str, torch.Tensor], labels: torch.Tensor, lesion: torch.Te
     return {"class": class_loss, "lesion": lesion_loss, "total": class_loss + lesion_weight * lesion_loss}
 
 
+def _served_model(config: TrainConfig, num_classes: int, members: Sequence[dict[str, torch.Tensor]],
+                  best: int) -> tuple[Classifier | Ensemble, dict]:
+    """What the run serves, and its ``model_config.json``: the ensemble of the folds or the best one."""
+    model_config = config.image.model_config(num_classes)
+    if not config.finetune.ensemble:
+        model = Classifier(model_config)
+        model.load_state_dict(members[best])
+        return model.eval(), model_config
+    ensemble = Ensemble(model_config, len(members))
+    for member, state in zip(ensemble.members, members):
+        member.load_state_dict(state)
+    return ensemble.eval(), {**model_config, "members": len(members)}
+
+
 def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[PairedStudy], out: Path,
              init: str = "random", external: Sequence[PairedStudy] = (), device: str = "") -> dict:
     """k-fold fine-tuning on the ``studies`` with a label or a known lesion presence; writes the run
@@ -167,7 +181,8 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
     fold_preds: list[Predictions] = []
     ext_preds: list[Predictions] = []
     curves: dict[str, list[float]] = {}
-    best: tuple[float, int, dict] | None = None
+    best: tuple[float, int] | None = None
+    members: list[dict[str, torch.Tensor]] = []
     epoch_seconds = []
     for fold, (train_idx, test_idx) in enumerate(patient_folds(known, f.folds, config.seed)):
         model, history, seconds = train_fold(config, len(classes), dataset, known, train_idx, init_path, dev, fold)
@@ -181,7 +196,8 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
         auc = scores(fold_preds[-1], classes, OperatingPoints())["auc"]
         key = -1.0 if math.isnan(auc) else auc
         if best is None or key > best[0]:
-            best = (key, fold, {k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+            best = (key, fold)
+        members.append({k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
         log.info("fold %d/%d: internal AUC %.3f, class loss %.3f -> %.3f, lesion loss %.3f -> %.3f", fold + 1, f.folds,
                  auc, history[0]["class"], history[-1]["class"], history[0]["lesion"], history[-1]["lesion"])
 
@@ -192,20 +208,30 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
     internal = [scores(p, classes, operating) for p in fold_preds]
     external_scores = [scores(p, classes, operating) for p in ext_preds]
     assert best is not None
-    torch.save(best[2], out / "classifier.pt")
-    write_json(out / "model_config.json", config.image.model_config(len(classes)))
+    served, model_config = _served_model(config, len(classes), members, best[1])
+    torch.save(served.state_dict(), out / "classifier.pt")
+    write_json(out / "model_config.json", model_config)
+    external_served = None
+    if ext_data is not None:
+        served_preds = predict(served.to(dev), ext_data, list(range(len(ext))), dev, f.batch_size, params,
+                               overlay=task.finding.overlay_rule)
+        external_served = scores(served_preds, classes, operating)
     (out / "preprocess.json").write_text(params.to_json())
     write_json(out / "class_names.json", classes)
     metrics = {
         "init": init,
         "task": task.name,
         "class_names": classes,
-        "selected_fold": best[1] + 1,
+        # The fold served alone, or None when the run serves the ensemble of all folds.
+        "selected_fold": None if f.ensemble else best[1] + 1,
+        "ensemble": len(members) if f.ensemble else 0,
         "operating_points": dataclasses.asdict(operating),
         "internal": summarise(internal),
         "internal_pooled": scores(pooled, classes, operating),
         "internal_confusion": confusion(pooled.labels, pooled.probabilities, len(classes)),
         "external": summarise(external_scores) if external_scores else None,
+        # The served model (ensemble or selected fold) on the external cohort.
+        "external_served": external_served,
         "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
         "device": str(dev),
         "data": {"studies": len(known), "labelled": sum(s.label_index >= 0 for s in known),
@@ -216,7 +242,7 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
     plot_losses(curves, out / "loss_curve.png")
     plot_roc(roc_curves(pooled, classes, "internal (out of fold)"), out / "roc.png")
     if ext_preds:
-        plot_roc(roc_curves(ext_preds[best[1]], classes, "external"), out / "roc_external.png")
+        plot_roc(roc_curves(served_preds, classes, "external"), out / "roc_external.png")
     if pooled.pictures:
         plot_overlays(pooled.pictures, out / "attention_overlays.png", operating.attention_threshold)
     return metrics

@@ -12,7 +12,8 @@ trains it by aligning the attended image with its report; fine-tuning by the les
 losses. (The paper's self-attention on the last stage gives a 4³ grid at 64³, too coarse to put a
 map on a lesion of 10 voxels.)
 
-``build_classifier(config)`` is the contract with the Triton exporter: ``forward(x)`` on
+``build_classifier(config)`` is the contract with the Triton exporter (``members: k`` in the config
+builds the :class:`Ensemble` of a cross-validation's k fold models): ``forward(x)`` on
 ``[B, 1, D, H, W]`` returns ``(probabilities [B, K], lesion [B, 1], attention [B, D, H, W] in
 [0, 1], embedding [B, E])`` with no data-dependent Python control flow, so ``torch.jit.trace`` works.
 """
@@ -232,9 +233,33 @@ class Classifier(nn.Module):
                 out["attention"], out["embedding"])
 
 
-def build_classifier(config: dict[str, Any]) -> Classifier:
-    """The classifier described by ``model_config.json`` (missing keys but ``num_classes`` take the defaults)."""
-    return Classifier(config)
+class Ensemble(nn.Module):
+    """The k fold models of one cross-validation, served as one (as nnU-Net serves its folds).
+
+    One fold model is trained on (k-1)/k of the studies and the attention of two runs of one recipe
+    lands in different places; the mean of the folds' probabilities is steadier than any one fold,
+    and the mean of their attention maps (rescaled so its most attended voxel is 1 again) keeps what
+    they agree on. Same outputs as a :class:`Classifier`, so the export and serving do not change."""
+
+    def __init__(self, config: dict[str, Any], members: int) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError(f"an ensemble needs at least 2 members, got {members}")
+        self.members = nn.ModuleList(Classifier(config) for _ in range(members))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        outs = [member(x) for member in self.members]
+        probabilities, lesion, attention, embedding = (torch.stack(parts).mean(dim=0) for parts in zip(*outs))
+        peak = attention.flatten(1).max(dim=1).values.reshape(-1, 1, 1, 1)
+        return probabilities, lesion, attention / (peak + 1e-12), embedding
+
+
+def build_classifier(config: dict[str, Any]) -> Classifier | Ensemble:
+    """The classifier described by ``model_config.json`` (missing keys but ``num_classes`` take the
+    defaults); with ``members: k`` (k >= 2), the ensemble of k of them."""
+    config = dict(config)
+    members = int(config.pop("members", 1))
+    return Ensemble(config, members) if members > 1 else Classifier(config)
 
 
 def load_image_checkpoint(encoder: ImageEncoder, path: str | Path) -> None:

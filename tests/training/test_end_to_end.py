@@ -51,6 +51,10 @@ def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tiny_task_path, t
     assert set(metrics["operating_points"]) == {"lesion_threshold", "attention_threshold", "overlay"}
     assert metrics["data"]["lesion_free"] > 0, "lesion-free studies train the lesion head"
     assert json.loads((fine / "class_names.json").read_text()) == ["BRAF-fusion", "BRAF-V600E"]
+    # The run serves the ensemble of its two fold models, and scores it on the external cohort.
+    assert metrics["ensemble"] == 2 and metrics["selected_fold"] is None
+    assert json.loads((fine / "model_config.json").read_text())["members"] == 2
+    assert 0.0 <= metrics["external_served"]["auc"] <= 1.0
 
     # The Triton exporter's loader accepts the run directory and the model traces (contract 4).
     from radpair.training.export import load_run
@@ -132,3 +136,11 @@ def test_loss_decreases_on_an_overfit_batch():
         optimiser.step()
         losses.append(float(loss.detach()))
     assert sum(losses[-3:]) < 0.7 * sum(losses[:3]), losses
+
+
+def test_without_ensembling_the_run_serves_its_best_fold(cohorts, tiny_task, tmp_path):
+    config = load_config(overrides=[*TINY, "finetune.epochs=1", "finetune.ensemble=false"])
+    metrics = finetune(config, tiny_task, studies_from_cohort(cohorts["internal"], tiny_task), tmp_path, device="cpu")
+    assert metrics["ensemble"] == 0 and metrics["selected_fold"] in (1, 2)
+    assert "members" not in json.loads((tmp_path / "model_config.json").read_text())
+    assert not any(k.startswith("members.") for k in torch.load(tmp_path / "classifier.pt"))

@@ -76,3 +76,25 @@ def test_the_classifier_has_one_output_per_task_class():
     assert probabilities.shape == (2, 3)
     with pytest.raises(ValueError, match="num_classes"):
         build_classifier({k: v for k, v in SMALL.items() if k != "num_classes"})
+
+
+def test_an_ensemble_of_fold_models_serves_their_mean_through_one_trace():
+    torch.manual_seed(0)
+    ensemble = build_classifier({**SMALL, "members": 3}).eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    outs = [member(x) for member in ensemble.members]
+    probabilities, lesion, attention, embedding = ensemble(x)
+    assert torch.allclose(probabilities, torch.stack([o[0] for o in outs]).mean(0))
+    assert torch.allclose(lesion, torch.stack([o[1] for o in outs]).mean(0))
+    assert torch.allclose(embedding, torch.stack([o[3] for o in outs]).mean(0))
+    mean_attention = torch.stack([o[2] for o in outs]).mean(0)
+    # Rescaled so the most attended voxel is 1 again, like one classifier's map.
+    assert torch.allclose(attention.flatten(1).amax(1), torch.ones(2))
+    assert torch.allclose(attention, mean_attention / mean_attention.flatten(1).amax(1).reshape(-1, 1, 1, 1))
+    traced = torch.jit.trace(ensemble, x)
+    for a, b in zip(traced(torch.randn(3, 1, 32, 32, 32)), ensemble(torch.randn(3, 1, 32, 32, 32))):
+        assert a.shape == b.shape
+    with pytest.raises(ValueError, match="at least 2"):
+        from radpair.training.models import Ensemble
+
+        Ensemble(SMALL, 1)
