@@ -236,8 +236,8 @@ class Classifier(nn.Module):
 class Ensemble(nn.Module):
     """The k fold models of one cross-validation, served as one (as nnU-Net serves its folds).
 
-    One fold model is trained on (k-1)/k of the studies and the attention of two runs of one recipe
-    lands in different places; the mean of the folds' probabilities is steadier than any one fold,
+    One fold model is trained on (k-1)/k of the studies, and its attention depends on its split and
+    initialisation; the mean of the folds' probabilities is steadier than any one fold,
     and the mean of their attention maps (rescaled so its most attended voxel is 1 again) keeps what
     they agree on. Same outputs as a :class:`Classifier`, so the export and serving do not change."""
 
