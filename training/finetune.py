@@ -9,9 +9,9 @@ patients and, if given, on an external cohort; the operating points — the lesi
 and the overlay's attention threshold (best mean 2D Dice) — are chosen on the pooled internal
 out-of-fold predictions, never on the external cohort. The run directory holds what the Triton
 exporter needs: ``classifier.pt`` (the ensemble of the fold models, or with ``finetune.ensemble =
-false`` the fold model with the best internal AUC), ``model_config.json``, ``preprocess.json``, ``metrics.json`` (with ``operating_points``),
-``class_names.json``; plus ``config.json``, ``loss_curve.png``, ``roc.png`` and
-``attention_overlays.png``.
+false`` the fold model with the best internal AUC), ``model_config.json``, ``preprocess.json``,
+``metrics.json`` (with ``operating_points``), ``class_names.json``; plus ``config.json``,
+``loss_curve.png``, ``roc.png`` and ``attention_overlays.png``.
 """
 
 from __future__ import annotations
@@ -211,11 +211,12 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
     served, model_config = _served_model(config, len(classes), members, best[1])
     torch.save(served.state_dict(), out / "classifier.pt")
     write_json(out / "model_config.json", model_config)
-    external_served = None
+    served_preds = None
     if ext_data is not None:
-        served_preds = predict(served.to(dev), ext_data, list(range(len(ext))), dev, f.batch_size, params,
-                               overlay=task.finding.overlay_rule)
-        external_served = scores(served_preds, classes, operating)
+        # The best fold alone was already scored there; an ensemble is scored once, here.
+        served_preds = ext_preds[best[1]] if not f.ensemble else predict(
+            served.to(dev), ext_data, list(range(len(ext))), dev, f.batch_size, params,
+            overlay=task.finding.overlay_rule)
     (out / "preprocess.json").write_text(params.to_json())
     write_json(out / "class_names.json", classes)
     metrics = {
@@ -231,7 +232,7 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
         "internal_confusion": confusion(pooled.labels, pooled.probabilities, len(classes)),
         "external": summarise(external_scores) if external_scores else None,
         # The served model (ensemble or selected fold) on the external cohort.
-        "external_served": external_served,
+        "external_served": scores(served_preds, classes, operating) if served_preds is not None else None,
         "seconds_per_epoch": sum(epoch_seconds) / len(epoch_seconds),
         "device": str(dev),
         "data": {"studies": len(known), "labelled": sum(s.label_index >= 0 for s in known),
@@ -241,7 +242,7 @@ def finetune(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
     write_json(out / "metrics.json", metrics)
     plot_losses(curves, out / "loss_curve.png")
     plot_roc(roc_curves(pooled, classes, "internal (out of fold)"), out / "roc.png")
-    if ext_preds:
+    if served_preds is not None:
         plot_roc(roc_curves(served_preds, classes, "external"), out / "roc_external.png")
     if pooled.pictures:
         plot_overlays(pooled.pictures, out / "attention_overlays.png", operating.attention_threshold)
