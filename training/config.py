@@ -35,15 +35,18 @@ class ImageConfig:
     widths: list[int] = field(default_factory=lambda: [64, 128, 256, 512])
     stem_stride: int = 2
     max_pool: bool = False
-    # "instance": per-study normalisation statistics (no batch dependence; robust to a scanner's
-    # intensity scale); "batch": MedicalNet's.
-    norm: Literal["instance", "batch"] = "instance"
+    # "mixed": batch statistics below the attention grid (a cell's evidence depends on its own
+    # neighbourhood), per-study (instance) statistics above; "instance" or "batch" everywhere.
+    norm: Literal["mixed", "instance", "batch"] = "mixed"
     # The ResNet stage whose grid the attention lives on (2: 16³ for a 64³ input).
     attention_stage: int = 2
     region_channels: int = 128
     # "regions": evidence scored on the merged features; "local": on the stage below, max-pooled
     # onto the grid (training/models.py).
     evidence: Literal["regions", "local"] = "local"
+    # "evidence": the lesion's presence is the log-sum-exp of the cells' evidence (multiple-instance
+    # learning: it teaches the attention where the lesion is); "head": a linear head.
+    lesion_score: Literal["evidence", "head"] = "evidence"
     frozen_stages: int = 0
     dropout: float = 0.25
     head_hidden: int = 256
@@ -54,7 +57,8 @@ class ImageConfig:
         return {
             "depth": self.depth, "widths": list(self.widths), "in_channels": 1, "stem_stride": self.stem_stride,
             "max_pool": self.max_pool, "norm": self.norm, "attention_stage": self.attention_stage,
-            "region_channels": self.region_channels, "evidence": self.evidence, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
+            "region_channels": self.region_channels, "evidence": self.evidence,
+            "lesion_score": self.lesion_score, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
             "head_hidden": self.head_hidden,
         }
 

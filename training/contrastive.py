@@ -21,6 +21,7 @@ import torch.distributed.nn.functional as dist_fn
 import torch.nn.functional as F
 from torch import nn
 
+from radpair.training.batchnorm import GlobalBatchNorm1d
 from radpair.training.config import TrainConfig
 from radpair.training.losses import (
     LearnedWeighting,
@@ -38,26 +39,6 @@ def gather(t: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return t
     return torch.cat(dist_fn.all_gather(t.contiguous()), dim=0)
-
-
-class GlobalBatchNorm1d(nn.BatchNorm1d):
-    """BatchNorm whose training statistics are those of the global batch (every rank's rows).
-
-    ``SyncBatchNorm`` does this on GPUs only; this one works on any process group (gloo on CPU),
-    so a two-process run matches one process exactly."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-            return super().forward(x)
-        rows = gather(x)
-        mean = rows.mean(0)
-        var = rows.var(0, unbiased=False)
-        with torch.no_grad():
-            n = rows.shape[0]
-            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
-            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / max(n - 1, 1))
-            self.num_batches_tracked.add_(1)
-        return (x - mean) / torch.sqrt(var + self.eps) * self.weight + self.bias
 
 
 def projection(in_dim: int, out_dim: int, batch_norm: bool = True, output_norm: bool = False) -> nn.Sequential:

@@ -12,6 +12,14 @@ trains it by aligning the attended image with its report; fine-tuning by the les
 losses. (The paper's self-attention on the last stage gives a 4³ grid at 64³, too coarse to put a
 map on a lesion of 10 voxels.)
 
+Two choices keep the evidence where the finding is. The classifier reads "is there a lesion" from
+the evidence itself (``lesion_score="evidence"``: log-mean-exp over the cells, multiple-instance
+learning), so lesion-free studies teach it to stay low on normal anatomy and a lesion study to
+peak somewhere; and the layers under the evidence normalise with batch statistics
+(``norm="mixed"``): with instance norm there, a lesion anywhere shifts every channel's per-study
+mean and variance, every cell can tell that the study holds a lesion, and the peak lands anywhere
+(``tests/training/test_models.py`` shows both).
+
 ``build_classifier(config)`` is the contract with the Triton exporter (``members: k`` in the config
 builds the :class:`Ensemble` of a cross-validation's k fold models): ``forward(x)`` on
 ``[B, 1, D, H, W]`` returns ``(probabilities [B, K], lesion [B, 1], attention [B, D, H, W] in
@@ -22,12 +30,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from monai.networks.nets import ResNet
 from torch import nn
+
+from radpair.training.batchnorm import GlobalBatchNorm3d
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +55,12 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "in_channels": 1,
     "stem_stride": 2,
     "max_pool": False,
-    # "instance" (per-study statistics: no batch dependence, robust to a scanner's intensity
-    # scale) or "batch" (MedicalNet checkpoints).
-    "norm": "instance",
+    # "mixed": batch statistics in the stem and the stages below the attention grid, which the
+    # evidence reads, and per-study (instance) statistics above. Instance norm there would make every
+    # cell's evidence depend on the whole volume (a lesion anywhere shifts each channel's mean), so
+    # the attention could say "there is a lesion" from anywhere. "instance" everywhere (per-study
+    # statistics, robust to a scanner's intensity scale) or "batch" everywhere (MedicalNet).
+    "norm": "mixed",
     # The stage whose grid the attention lives on (1-4): 2 gives input / (4 · stem stride / 2).
     "attention_stage": 2,
     # Channels of the merged region features.
@@ -56,10 +69,18 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # "local" (a small head on the stage below the attention grid, max-pooled onto it: evidence
     # from what is in the cell, so the attention cannot settle beside the finding).
     "evidence": "local",
+    # Where "is there a lesion" is read: "evidence" (the log-sum-exp of the cells' evidence, as in
+    # multiple-instance learning: a study holds a lesion when some cell does, so lesion-free
+    # studies teach the evidence, and with it the attention, to stay low on normal anatomy) or
+    # "head" (a linear head on the attended representation, which never has to say where).
+    "lesion_score": "evidence",
     "frozen_stages": 0,
     "dropout": 0.25,
     "head_hidden": 256,
 }
+
+# model_config.json files written before "lesion_score" existed describe a lesion head.
+LEGACY_LESION_SCORE = "head"
 
 
 def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -80,26 +101,28 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError("attention_stage must be between 1 and 4")
     if resolved["evidence"] not in ("regions", "local"):
         raise ValueError(f"evidence must be 'regions' or 'local', got {resolved['evidence']!r}")
-    if resolved["norm"] not in ("instance", "batch"):
-        raise ValueError(f"norm must be 'instance' or 'batch', got {resolved['norm']!r}")
+    if resolved["lesion_score"] not in ("evidence", "head"):
+        raise ValueError(f"lesion_score must be 'evidence' or 'head', got {resolved['lesion_score']!r}")
+    if resolved["norm"] not in ("mixed", "instance", "batch"):
+        raise ValueError(f"norm must be 'mixed', 'instance' or 'batch', got {resolved['norm']!r}")
     resolved["widths"] = [int(w) for w in resolved["widths"]]
     return resolved
 
 
-def _norm(kind: str) -> tuple:
-    return ("instance", {"affine": True}) if kind == "instance" else ("batch", {})
-
-
-def _instance_norms(module: nn.Module) -> None:
-    """Replace every BatchNorm3d under ``module`` by an InstanceNorm3d (MONAI's ResNet applies its
-    ``norm`` to the stem only; its blocks and shortcuts keep BatchNorm). Batch statistics tie a
-    study's features to its batch mates and, in eval mode, to the training site's running averages,
-    which another scanner's intensities do not match."""
+def _replace_batch_norms(module: nn.Module, make: Callable[[int], nn.Module]) -> None:
+    """Replace every BatchNorm3d under ``module`` by ``make(channels)`` (MONAI's ResNet applies its
+    ``norm`` to the stem only; its blocks and shortcuts keep BatchNorm)."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm3d):
-            setattr(module, name, nn.InstanceNorm3d(child.num_features, affine=True))
+            setattr(module, name, make(child.num_features))
         else:
-            _instance_norms(child)
+            _replace_batch_norms(child, make)
+
+
+def _instance_norm(channels: int) -> nn.Module:
+    """Per-study statistics: batch statistics tie a study's features to its batch mates and, in eval
+    mode, to the training site's running averages, which another scanner's intensities do not match."""
+    return nn.InstanceNorm3d(channels, affine=True)
 
 
 class ImageEncoder(nn.Module):
@@ -119,10 +142,8 @@ class ImageEncoder(nn.Module):
             no_max_pool=not self.config["max_pool"],
             feed_forward=False,
             shortcut_type="B",
-            norm=_norm(self.config["norm"]),
         )
-        if self.config["norm"] == "instance":
-            _instance_norms(self.backbone)
+        self._set_norms(self.config["norm"], self.config["attention_stage"])
         expansion = 4 if block == "bottleneck" else 1
         stage = self.config["attention_stage"]
         widths = [w * expansion for w in self.config["widths"]]
@@ -143,6 +164,17 @@ class ImageEncoder(nn.Module):
         for module in self.frozen:
             module.requires_grad_(False)
 
+    def _set_norms(self, kind: str, stage: int) -> None:
+        """Batch statistics (over the global batch) where ``kind`` says, instance statistics elsewhere."""
+        bb = self.backbone
+
+        def norm(batch: bool) -> Callable[[int], nn.Module]:
+            return GlobalBatchNorm3d if batch else _instance_norm
+
+        bb.bn1 = norm(kind != "instance")(bb.bn1.num_features)
+        for i in range(1, 5):
+            _replace_batch_norms(getattr(bb, f"layer{i}"), norm(kind == "batch" or (kind == "mixed" and i < stage)))
+
     def _frozen_modules(self, stages: int) -> list[nn.Module]:
         bb = self.backbone
         if stages == 0:
@@ -157,8 +189,8 @@ class ImageEncoder(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``regions`` [B, C, g, g, g], ``attention`` [B, g³] (softmax over regions), ``global``
-        [B, C + 3] (attended regions and the attention's centroid in [-1, 1]³)."""
+        """``regions`` [B, C, g, g, g], ``evidence`` [B, g³] (the cells' scores), ``attention`` [B, g³]
+        (their softmax), ``global`` [B, C + 3] (attended regions and the attention's centroid in [-1, 1]³)."""
         bb = self.backbone
         h = bb.act(bb.bn1(bb.conv1(x)))
         h = bb.maxpool(h) if not bb.no_max_pool else h
@@ -179,11 +211,13 @@ class ImageEncoder(nn.Module):
             evidence = F.adaptive_max_pool3d(self.evidence(below), regions.shape[2:])
         else:
             evidence = self.evidence(regions)
-        attention = torch.softmax(evidence.flatten(1), dim=1)
+        evidence = evidence.flatten(1)
+        attention = torch.softmax(evidence, dim=1)
         attended = torch.bmm(flat, attention.unsqueeze(2)).squeeze(2)
         grid = _grid(regions.shape[2:], regions.device, regions.dtype)
         centroid = attention @ grid
-        return {"regions": regions, "attention": attention, "global": torch.cat([attended, centroid], dim=1)}
+        return {"regions": regions, "evidence": evidence, "attention": attention,
+                "global": torch.cat([attended, centroid], dim=1)}
 
 
 def _grid(shape: torch.Size | tuple[int, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -214,7 +248,18 @@ class Classifier(nn.Module):
         self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.out_channels, hidden), nn.ReLU(inplace=True),
                                    nn.Dropout(dropout))
         self.class_head = nn.Linear(hidden, self.config["num_classes"])
-        self.lesion_head = nn.Linear(hidden, 1)
+        if self.config["lesion_score"] == "evidence":
+            self.lesion_offset = nn.Parameter(torch.zeros(1))
+        else:
+            self.lesion_head = nn.Linear(hidden, 1)
+
+    def _lesion_logit(self, evidence: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        if self.config["lesion_score"] == "head":
+            return self.lesion_head(hidden).squeeze(1)
+        # log-mean-exp (log-sum-exp minus log(cells)): the evidence of a flat map, the peak of a focal one.
+        evidence = evidence.float()
+        peak = evidence.amax(dim=1, keepdim=True).detach()
+        return (torch.log(torch.exp(evidence - peak).mean(dim=1)) + peak.squeeze(1)) + self.lesion_offset
 
     def forward_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``class_logits`` [B, K], ``lesion_logit`` [B], ``attention`` [B, D, H, W], ``embedding``."""
@@ -222,7 +267,7 @@ class Classifier(nn.Module):
         hidden = self.trunk(out["global"])
         return {
             "class_logits": self.class_head(hidden),
-            "lesion_logit": self.lesion_head(hidden).squeeze(1),
+            "lesion_logit": self._lesion_logit(out["evidence"], hidden),
             "attention": attention_map(out["attention"], out["regions"].shape[2:], x.shape[2:]),
             "embedding": out["global"],
         }
