@@ -47,6 +47,8 @@ class ImageConfig:
     # "evidence": the lesion's presence is the log-sum-exp of the cells' evidence (multiple-instance
     # learning: it teaches the attention where the lesion is); "head": a linear head.
     lesion_score: Literal["evidence", "head"] = "evidence"
+    # Voxels per side of the input cut around the attention's centroid for the class head (0: none).
+    roi_size: int = 20
     frozen_stages: int = 0
     dropout: float = 0.25
     head_hidden: int = 256
@@ -58,7 +60,7 @@ class ImageConfig:
             "depth": self.depth, "widths": list(self.widths), "in_channels": 1, "stem_stride": self.stem_stride,
             "max_pool": self.max_pool, "norm": self.norm, "attention_stage": self.attention_stage,
             "region_channels": self.region_channels, "evidence": self.evidence,
-            "lesion_score": self.lesion_score, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
+            "lesion_score": self.lesion_score, "roi_size": self.roi_size, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
             "head_hidden": self.head_hidden,
         }
 

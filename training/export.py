@@ -68,7 +68,7 @@ class _Served(nn.Module):
 
 def load_run(run_dir: Path) -> tuple[nn.Module, PreprocessParams, list[str], dict[str, Any]]:
     """The classifier, preprocessing, class names and model-card facts of a fine-tuning run (contract 4)."""
-    from radpair.training.models import LEGACY_LESION_SCORE, build_classifier
+    from radpair.training.models import LEGACY_CONFIG, build_classifier
 
     run_dir = Path(run_dir)
     missing = [f for f in ("classifier.pt", "model_config.json", "preprocess.json", "class_names.json")
@@ -76,7 +76,7 @@ def load_run(run_dir: Path) -> tuple[nn.Module, PreprocessParams, list[str], dic
     if missing:
         raise ExportError(f"{run_dir} is not a fine-tuning run directory: missing {', '.join(missing)}")
     config = json.loads((run_dir / "model_config.json").read_text())
-    model = build_classifier({"lesion_score": LEGACY_LESION_SCORE, **config})
+    model = build_classifier({**LEGACY_CONFIG, **config})
     model.load_state_dict(torch.load(run_dir / "classifier.pt", map_location="cpu", weights_only=True))
     params = PreprocessParams.from_json((run_dir / "preprocess.json").read_text())
     class_names = json.loads((run_dir / "class_names.json").read_text())

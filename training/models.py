@@ -74,13 +74,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # studies teach the evidence, and with it the attention, to stay low on normal anatomy) or
     # "head" (a linear head on the attended representation, which never has to say where).
     "lesion_score": "evidence",
+    # Voxels per side of the region of interest cut from the input around the attention's centroid
+    # and read by a small CNN for the class head (what the lesion looks like: size, cyst, margin,
+    # texture, at the input's resolution rather than the attention grid's); 0: no such branch.
+    "roi_size": 20,
     "frozen_stages": 0,
     "dropout": 0.25,
     "head_hidden": 256,
 }
 
-# model_config.json files written before "lesion_score" existed describe a lesion head.
-LEGACY_LESION_SCORE = "head"
+# What a model_config.json written before a key existed means by leaving it out.
+LEGACY_CONFIG: dict[str, Any] = {"lesion_score": "head", "roi_size": 0}
 
 
 def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
@@ -103,6 +107,8 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"evidence must be 'regions' or 'local', got {resolved['evidence']!r}")
     if resolved["lesion_score"] not in ("evidence", "head"):
         raise ValueError(f"lesion_score must be 'evidence' or 'head', got {resolved['lesion_score']!r}")
+    if resolved["roi_size"] != 0 and resolved["roi_size"] < 8:
+        raise ValueError(f"roi_size must be 0 (off) or at least 8 voxels, got {resolved['roi_size']}")
     if resolved["norm"] not in ("mixed", "instance", "batch"):
         raise ValueError(f"norm must be 'mixed', 'instance' or 'batch', got {resolved['norm']!r}")
     resolved["widths"] = [int(w) for w in resolved["widths"]]
@@ -235,8 +241,35 @@ def attention_map(attention: torch.Tensor, grid: torch.Size | tuple[int, ...], s
     return up.squeeze(1).clamp(0.0, 1.0)
 
 
+def crop_around(x: torch.Tensor, centre: torch.Tensor, grid: torch.Size | tuple[int, ...], size: int) -> torch.Tensor:
+    """The ``size``³ voxels of ``x`` [B, C, D, H, W] centred on ``centre`` [B, 3], a point of the
+    attention grid's [-1, 1]³ frame (:func:`_grid`, (D, H, W) order), resampled trilinearly; zero
+    outside the volume. Trace-friendly: the volume's and the grid's sizes become constants."""
+    dims = x.shape[2:]
+    # A grid coordinate of ±1 is the centre of a corner cell, (cell - 1) / 2 voxels inside the volume.
+    to_volume = [(n - n / g) / (n - 1) for n, g in zip(dims, grid)]
+    scale = [(size - 1) / (n - 1) for n in dims]
+    centre_xyz = (centre * centre.new_tensor(to_volume)).flip(1)  # affine_grid's order is (W, H, D)
+    rotation = torch.diag(centre.new_tensor(scale[::-1])).expand(x.shape[0], 3, 3)
+    theta = torch.cat([rotation, centre_xyz.unsqueeze(2)], dim=2)
+    sampling = F.affine_grid(theta, [x.shape[0], x.shape[1], size, size, size], align_corners=True)
+    return F.grid_sample(x, sampling, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _roi_network(width: int) -> nn.Sequential:
+    """Three conv–norm–ReLU blocks, two poolings, mean and max over what is left: 8 × ``width`` features."""
+    layers: list[nn.Module] = []
+    channels = 1
+    for i, out in enumerate((width, 2 * width, 4 * width)):
+        layers += [nn.Conv3d(channels, out, 3, padding=1), GlobalBatchNorm3d(out), nn.ReLU(inplace=True)]
+        layers += [nn.MaxPool3d(2)] if i < 2 else []
+        channels = out
+    return nn.Sequential(*layers)
+
+
 class Classifier(nn.Module):
-    """Image encoder + two heads on the attended representation: is there a lesion, which class."""
+    """Image encoder + two heads: is there a lesion (from the evidence map), which class (from the
+    attended representation and, with ``roi_size``, a look at the input around the finding)."""
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
@@ -245,8 +278,13 @@ class Classifier(nn.Module):
             raise ValueError("the classifier's config needs num_classes >= 2 (the task's classes)")
         self.encoder = ImageEncoder(self.config)
         hidden, dropout = self.config["head_hidden"], self.config["dropout"]
-        self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.out_channels, hidden), nn.ReLU(inplace=True),
-                                   nn.Dropout(dropout))
+        roi_features = 0
+        if self.config["roi_size"]:
+            width = self.config["widths"][0]
+            self.roi = _roi_network(width)
+            roi_features = 8 * width
+        self.trunk = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.encoder.out_channels + roi_features, hidden),
+                                   nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.class_head = nn.Linear(hidden, self.config["num_classes"])
         if self.config["lesion_score"] == "evidence":
             self.lesion_offset = nn.Parameter(torch.zeros(1))
@@ -264,7 +302,13 @@ class Classifier(nn.Module):
     def forward_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``class_logits`` [B, K], ``lesion_logit`` [B], ``attention`` [B, D, H, W], ``embedding``."""
         out = self.encoder(x)
-        hidden = self.trunk(out["global"])
+        features = out["global"]
+        if self.config["roi_size"]:
+            # Where to look is the attention's business (the lesion loss); the class loss only reads.
+            centre = features[:, -3:].detach()
+            roi = self.roi(crop_around(x, centre, out["regions"].shape[2:], self.config["roi_size"]))
+            features = torch.cat([features, roi.mean(dim=(2, 3, 4)), roi.amax(dim=(2, 3, 4))], dim=1)
+        hidden = self.trunk(features)
         return {
             "class_logits": self.class_head(hidden),
             "lesion_logit": self._lesion_logit(out["evidence"], hidden),

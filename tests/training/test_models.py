@@ -165,3 +165,40 @@ def test_instance_norm_under_the_evidence_lets_the_peak_land_anywhere():
     hits, lesions, separated = _train_on_presence_only("instance")
     assert separated
     assert hits <= lesions // 2, f"the attention's peak is on the lesion in {hits} of {lesions} volumes"
+
+
+def test_the_region_of_interest_is_cut_around_a_point_of_the_attention_grid():
+    """A point of the grid's [-1, 1]³ frame (cell centres, as the centroid is computed) maps to the
+    voxel under it: a block at voxels 20-21 / 8-9 / 12-13 of a 32³ volume (8³ grid, 4 voxels a
+    cell) lands in the middle of an 8³ cut centred there, and the cut is zero outside the volume."""
+    from radpair.training.models import crop_around
+
+    x = torch.zeros(2, 1, 32, 32, 32)
+    x[:, :, 20:22, 8:10, 12:14] = 1.0
+    to_grid = [2.0 * ((v - 1.5) / 4.0) / 7.0 - 1.0 for v in (20.5, 8.5, 12.5)]
+    centre = torch.tensor([to_grid, to_grid])
+    cut = crop_around(x, centre, (8, 8, 8), 8)
+    assert cut.shape == (2, 1, 8, 8, 8)
+    assert torch.allclose(cut[:, :, 3:5, 3:5, 3:5], torch.ones(2, 1, 2, 2, 2), atol=1e-5)
+    assert float(cut.sum()) == pytest.approx(16.0, abs=1e-3)
+    corner = crop_around(x, torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]), (8, 8, 8), 8)
+    assert float(corner[:, :, 6:, 6:, 6:].abs().sum()) == 0.0  # beyond the volume's edge
+
+
+def test_the_class_head_reads_the_region_of_interest():
+    """With ``roi_size`` the class probabilities depend on the branch that reads the cut; the lesion
+    probability and the attention do not (where to look is the evidence's business)."""
+    torch.manual_seed(0)
+    model = build_classifier({**SMALL, "roi_size": 8}).eval()
+    x = torch.randn(2, 1, 32, 32, 32)
+    with torch.no_grad():
+        before = model(x)
+        last_norm = [m for m in model.roi if isinstance(m, torch.nn.BatchNorm3d)][-1]
+        last_norm.weight.zero_()
+        last_norm.bias.fill_(-1.0)  # the branch now says nothing
+        after = model(x)
+    assert not torch.allclose(before[0], after[0])
+    assert torch.equal(before[1], after[1]) and torch.equal(before[2], after[2])
+    assert not hasattr(build_classifier({**SMALL, "roi_size": 0}), "roi")
+    with pytest.raises(ValueError, match="roi_size"):
+        build_classifier({**SMALL, "roi_size": 3})

@@ -48,7 +48,7 @@ def test_make_model_script_reproduces_the_shipped_architecture(tmp_path: Path) -
     env = {**os.environ, "N": "12", "REPO": str(tmp_path / "repo"), "WORK": str(tmp_path / "work"),
            "RADPAIR": str(Path(sys.executable).with_name("radpair"))}
     done = subprocess.run([str(SCRIPT), "--set", "pretrain.epochs=1", "--set", "finetune.epochs=1",
-                           "--set", "finetune.warmup_epochs=0", "--set", "finetune.folds=2"],
+                           "--set", "finetune.warmup_epochs=0"],
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
 
@@ -92,11 +92,14 @@ def test_shipped_model_still_finds_lesions_and_their_class_on_unseen_studies(tmp
     pred = predict(model, volume_dataset(studies, params, with_masks=True, cache=False), list(range(len(studies))),
                    torch.device("cpu"), 8, params, overlay=operating.overlay)
     result = scores(pred, classes, operating)
-    # The bar is 0.75; the shipped model measured 0.733 on this cohort (0.783 in its own
-    # cross-validation). 0.70 still fails a regression to the old constant model (0.5).
+    # The bar is 0.75; the shipped model measured 0.717 on this cohort (0.794 ± 0.024 in its
+    # own cross-validation; a 24-study AUC is ±0.1). 0.70 still fails a regression to the old
+    # constant model (0.5).
     assert result["auc"] >= 0.70, result
     assert result["specificity"] >= 0.8 and result["sensitivity"] >= 0.8, result
     overlapping = [bool(((overlay >= operating.attention_threshold) & mask).any()) for overlay, mask in pred.overlays]
-    # "Most" lesions: the shipped model's overlay touched 91 % of them here (the previous model,
-    # whose attention settled ~10 voxels beside the lesion, 48 %).
-    assert len(overlapping) >= 20 and np.mean(overlapping) > 0.7, f"the overlay touches {np.mean(overlapping):.0%} of lesions"
+    # "Most" lesions: the shipped model's overlay touched every one of them here (the model before
+    # it 91 %, the one before that, whose attention settled ~10 voxels beside the lesion, 48 %).
+    assert len(overlapping) >= 20 and np.mean(overlapping) > 0.85, f"the overlay touches {np.mean(overlapping):.0%} of lesions"
+    # The delivered overlay delineates the lesion: 2D Dice 0.668 here (the model before it 0.138).
+    assert result["dice_2d"] >= 0.4, result
