@@ -75,19 +75,35 @@ def _open(page, series_description: str) -> None:
     page.get_by_text(series_description).dblclick()
 
 
-def _open_until(page, series_description: str, shown: str, timeout: float = 150, again: float = 30) -> str:
+def _nudge(page) -> None:
+    """Scroll the viewport one slice away and back, as a person would when nothing shows: with
+    Debian's Chromium 156.0.8078.114, OHIF 3.13.2 draws an opened SR's annotations only on a later
+    render (on .73 it drew them at once); the slice shown does not change."""
+    page.locator("canvas").first.click()
+    for key in ("ArrowDown", "ArrowUp"):
+        page.keyboard.press(key)
+        time.sleep(1)
+
+
+def _open_until(page, series_description: str, shown: str, timeout: float = 150, again: float = 30,
+                nudge: float = 10) -> str:
     """Open a series and wait for ``shown`` on the page; the page's text once it is there. A double
-    click that lands while the viewer is still loading the study is lost, so it is repeated."""
-    opened = [time.monotonic()]
+    click that lands while the viewer is still loading the study is lost, so it is repeated; a
+    viewport that has not drawn what it opened after ``nudge`` seconds is scrolled away and back."""
+    opened = [time.monotonic(), False]
     _open(page, series_description)
 
     def check() -> str | None:
         text = page.inner_text("body")
         if shown in text:
             return text
-        if time.monotonic() - opened[0] > again:
+        waited = time.monotonic() - opened[0]
+        if waited > again:
             _open(page, series_description)
-            opened[0] = time.monotonic()
+            opened[:] = [time.monotonic(), False]
+        elif waited > nudge and not opened[1]:
+            _nudge(page)
+            opened[1] = True
         return None
 
     return wait_for(f"{shown!r} on the page", check, timeout=timeout)
