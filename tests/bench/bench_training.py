@@ -109,6 +109,7 @@ def test_training_benchmark(tmp_path):
     from radpair.training.pretrain import pretrain
 
     work = Path(os.environ.get("RADPAIR_BENCH_WORKDIR", tmp_path))
+    work.mkdir(parents=True, exist_ok=True)
     size = _env("SIZE", 48)
     budget = _env("BUDGET_S", 3600)
     device = os.environ.get("RADPAIR_BENCH_DEVICE", "")
