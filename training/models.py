@@ -257,7 +257,8 @@ def crop_around(x: torch.Tensor, centre: torch.Tensor, grid: torch.Size | tuple[
 
 
 def _roi_network(width: int) -> nn.Sequential:
-    """Three conv–norm–ReLU blocks, two poolings, mean and max over what is left: 8 × ``width`` features."""
+    """Three conv–norm–ReLU blocks with two poolings: a 4 × ``width``-channel map, whose mean and
+    max over space (8 × ``width`` features) the classifier adds to the class head's input."""
     layers: list[nn.Module] = []
     channels = 1
     for i, out in enumerate((width, 2 * width, 4 * width)):
