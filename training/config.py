@@ -122,6 +122,13 @@ class FinetuneConfig:
     folds: int = 5
     # Weight of the lesion-presence loss next to the class loss.
     lesion_weight: float = 1.0
+    # Learning rate of what fine-tuning trains from scratch (region-of-interest branch, trunk,
+    # heads) as a multiple of ``lr``; the (pre-trained) encoder keeps ``lr``.
+    head_lr_factor: float = 3.0
+    # Whether the class loss trains the encoder. Off: the class head reads the encoder's
+    # representation (and the region-of-interest branch) without changing it, so a few hundred
+    # labels cannot teach the encoder to memorise them; the lesion loss still trains it.
+    class_trains_encoder: bool = False
     # What the run serves: the ensemble of its fold models (true) or the fold with the best internal AUC.
     ensemble: bool = True
 
@@ -145,6 +152,8 @@ class TrainConfig:
             raise ValueError("pretrain.global_loss and pretrain.local_loss cannot both be false")
         if not 0 < self.pretrain.location_coefficient <= 1:
             raise ValueError("pretrain.location_coefficient must be in (0, 1]")
+        if self.finetune.head_lr_factor <= 0:
+            raise ValueError("finetune.head_lr_factor must be > 0")
         if self.finetune.folds < 2:
             raise ValueError("finetune.folds must be >= 2")
         if self.pretrain.local_pool < 1:

@@ -4,7 +4,9 @@ Initialisation: ``random``, a checkpoint file (MedicalNet format or an ``image_e
 pre-training run directory (its ``image_encoder.pt``). Two losses on the attended representation:
 the lesion's presence (binary cross-entropy, every study whose presence is known, lesion-free ones
 included) and its class (cross-entropy weighted by inverse class frequency, studies with a lesion
-and a class label). AdamW, linear warm-up then cosine decay. Every fold is evaluated on its held-out
+and a class label). By default the class loss trains the heads and the region-of-interest branch
+but not the encoder, and what is trained from scratch learns ``head_lr_factor`` times faster than
+the encoder. AdamW, linear warm-up then cosine decay. Every fold is evaluated on its held-out
 patients and, if given, on an external cohort; the operating points — the lesion threshold (Youden)
 and the overlay's attention threshold (best mean 2D Dice) — are chosen on the pooled internal
 out-of-fold predictions, never on the external cohort. The run directory holds what the Triton
@@ -99,7 +101,7 @@ def train_fold(config: TrainConfig, num_classes: int, dataset, studies: Sequence
     if init is not None:
         load_image_checkpoint(model.encoder, init)
     model.to(device)
-    optimiser = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=f.lr, weight_decay=f.weight_decay)
+    optimiser = torch.optim.AdamW(_parameter_groups(model, f.lr, f.head_lr_factor), lr=f.lr, weight_decay=f.weight_decay)
     batch_size = min(f.batch_size, len(train_idx))
     loader = DataLoader(Subset(dataset, list(train_idx)), batch_size=batch_size, shuffle=True,
                         drop_last=len(train_idx) > batch_size, generator=torch.Generator().manual_seed(config.seed + fold),
@@ -118,7 +120,7 @@ def train_fold(config: TrainConfig, num_classes: int, dataset, studies: Sequence
             labels = torch.as_tensor(batch["label"], device=device)
             lesion = torch.as_tensor(batch["lesion"], device=device)
             with autocast(device):
-                out = model.forward_logits(x)
+                out = model.forward_logits(x, class_trains_encoder=f.class_trains_encoder)
             parts = _losses(out, labels, lesion, weights, f.lesion_weight)
             optimiser.zero_grad(set_to_none=True)
             parts["total"].backward()
@@ -129,6 +131,15 @@ def train_fold(config: TrainConfig, num_classes: int, dataset, studies: Sequence
             batches += 1
         history.append({k: v / max(batches, 1) for k, v in sums.items()})
     return model, history, (time.perf_counter() - began) / max(f.epochs, 1)
+
+
+def _parameter_groups(model: Classifier, lr: float, head_factor: float) -> list[dict]:
+    """The encoder at ``lr``, everything trained from scratch at ``head_factor`` × ``lr``: a new
+    branch at the pre-trained encoder's rate is still learning when the cosine schedule ends."""
+    encoder = {id(p) for p in model.encoder.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in trainable if id(p) in encoder], "lr": lr},
+            {"params": [p for p in trainable if id(p) not in encoder], "lr": lr * head_factor}]
 
 
 def _losses(out: dict[str, torch.Tensor], labels: torch.Tensor, lesion: torch.Tensor, weights: torch.Tensor,

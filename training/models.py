@@ -300,10 +300,13 @@ class Classifier(nn.Module):
         peak = evidence.amax(dim=1, keepdim=True).detach()
         return (torch.log(torch.exp(evidence - peak).mean(dim=1)) + peak.squeeze(1)) + self.lesion_offset
 
-    def forward_logits(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``class_logits`` [B, K], ``lesion_logit`` [B], ``attention`` [B, D, H, W], ``embedding``."""
+    def forward_logits(self, x: torch.Tensor, class_trains_encoder: bool = True) -> dict[str, torch.Tensor]:
+        """``class_logits`` [B, K], ``lesion_logit`` [B], ``attention`` [B, D, H, W], ``embedding``.
+
+        With ``class_trains_encoder`` false the class head reads the encoder's representation
+        without training it (the encoder learns from pre-training and the lesion loss)."""
         out = self.encoder(x)
-        features = out["global"]
+        features = out["global"] if class_trains_encoder else out["global"].detach()
         if self.config["roi_size"]:
             # Where to look is the attention's business (the lesion loss); the class loss only reads.
             centre = features[:, -3:].detach()

@@ -202,3 +202,40 @@ def test_the_class_head_reads_the_region_of_interest():
     assert not hasattr(build_classifier({**SMALL, "roi_size": 0}), "roi")
     with pytest.raises(ValueError, match="roi_size"):
         build_classifier({**SMALL, "roi_size": 3})
+
+
+def test_without_class_trains_encoder_the_class_loss_leaves_the_encoder_alone():
+    """``class_trains_encoder=False``: the class loss trains the region-of-interest branch and the
+    heads but sends nothing into the encoder; the lesion loss still does."""
+    torch.manual_seed(0)
+    model = build_classifier({**SMALL, "roi_size": 8}).train()
+    x = torch.randn(4, 1, 32, 32, 32)
+
+    def gradients(loss_of: str, trains: bool) -> tuple[float, float]:
+        model.zero_grad(set_to_none=False)
+        out = model.forward_logits(x, class_trains_encoder=trains)
+        loss = out["class_logits"].logsumexp(1).sum() if loss_of == "class" else out["lesion_logit"].sum()
+        loss.backward()
+        encoder = sum(float(p.grad.abs().sum()) for p in model.encoder.parameters() if p.grad is not None)
+        branch = sum(float(p.grad.abs().sum()) for p in model.roi.parameters() if p.grad is not None)
+        return encoder, branch
+
+    encoder, branch = gradients("class", trains=False)
+    assert encoder == 0.0 and branch > 0.0
+    assert gradients("class", trains=True)[0] > 0.0
+    assert gradients("lesion", trains=False)[0] > 0.0
+
+
+def test_fine_tuning_trains_new_parts_faster_than_the_encoder():
+    """Every trainable parameter is in exactly one group: the encoder's at ``lr``, the rest at
+    ``head_lr_factor`` × ``lr``; frozen stages in neither."""
+    from radpair.training.finetune import _parameter_groups
+
+    model = build_classifier({**SMALL, "roi_size": 8, "frozen_stages": 1})
+    encoder_group, new_group = _parameter_groups(model, 1e-4, 3.0)
+    assert encoder_group["lr"] == 1e-4 and new_group["lr"] == pytest.approx(3e-4)
+    ids = [id(p) for p in encoder_group["params"] + new_group["params"]]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sorted(ids) == sorted(id(p) for p in trainable) and len(trainable) < len(list(model.parameters()))
+    assert {id(p) for p in model.roi.parameters()} <= {id(p) for p in new_group["params"]}
+    assert {id(p) for p in encoder_group["params"]} <= {id(p) for p in model.encoder.parameters()}
