@@ -4,7 +4,7 @@
 # contrastive pre-training on every pair, k-fold fine-tuning from it (operating points chosen on
 # the out-of-fold predictions), then export. The model replaces the one in REPO: a changed output
 # signature (the lesion probability) cannot be a next version of the old one.
-#   triton_models/make_model.sh                 # what `make model` runs (~25 min on 2 CPU cores)
+#   triton_models/make_model.sh                 # what `make model` runs (~35 min on 2 CPU cores)
 #   N=12 REPO=/tmp/repo WORK=/tmp/w triton_models/make_model.sh --set pretrain.epochs=1 --set finetune.epochs=1
 # Extra arguments go to both `radpair train` steps (e.g. --set overrides).
 set -euo pipefail

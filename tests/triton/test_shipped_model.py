@@ -92,14 +92,13 @@ def test_shipped_model_still_finds_lesions_and_their_class_on_unseen_studies(tmp
     pred = predict(model, volume_dataset(studies, params, with_masks=True, cache=False), list(range(len(studies))),
                    torch.device("cpu"), 8, params, overlay=operating.overlay)
     result = scores(pred, classes, operating)
-    # The bar is 0.75; the shipped model measured 0.717 on this cohort (0.794 ± 0.024 in its
-    # own cross-validation; a 24-study AUC is ±0.1). 0.70 still fails a regression to the old
-    # constant model (0.5).
-    assert result["auc"] >= 0.70, result
+    # The bar: the shipped model measured 0.867 on this cohort (0.807 on 200 fresh studies,
+    # 0.872 ± 0.015 in its own cross-validation; a 24-study AUC is ±0.1); the model before it 0.717.
+    assert result["auc"] >= 0.75, result
     assert result["specificity"] >= 0.8 and result["sensitivity"] >= 0.8, result
     overlapping = [bool(((overlay >= operating.attention_threshold) & mask).any()) for overlay, mask in pred.overlays]
     # "Most" lesions: the shipped model's overlay touched every one of them here (the model before
     # it 91 %, the one before that, whose attention settled ~10 voxels beside the lesion, 48 %).
     assert len(overlapping) >= 20 and np.mean(overlapping) > 0.85, f"the overlay touches {np.mean(overlapping):.0%} of lesions"
-    # The delivered overlay delineates the lesion: 2D Dice 0.668 here (the model before it 0.138).
+    # The delivered overlay delineates the lesion: 2D Dice 0.622 here (0.668 and 0.138 for the two before).
     assert result["dice_2d"] >= 0.4, result
