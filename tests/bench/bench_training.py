@@ -80,10 +80,13 @@ def _cell(runs: list[dict], split: str, key: str) -> str:
 
 
 def _finished(run_dir: Path, config: dict) -> bool:
-    """Whether ``run_dir`` holds a completed fine-tuning run of exactly this configuration."""
+    """Whether ``run_dir`` holds a completed fine-tuning run of exactly this configuration. A run
+    writes ``config.json`` first and ``metrics.json`` last, so an interrupted re-run leaves a new
+    config beside the previous run's metrics: those only count when written after the config."""
     try:
-        return (run_dir / "metrics.json").is_file() and \
-            json.loads((run_dir / "config.json").read_text()) == json.loads(json.dumps(config, default=str))
+        metrics, written = run_dir / "metrics.json", run_dir / "config.json"
+        return metrics.is_file() and metrics.stat().st_mtime >= written.stat().st_mtime and \
+            json.loads(written.read_text()) == json.loads(json.dumps(config, default=str))
     except (OSError, ValueError):
         return False
 
