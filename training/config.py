@@ -127,7 +127,8 @@ class FinetuneConfig:
     head_lr_factor: float = 3.0
     # Whether the class loss trains the encoder. Off: the class head reads the encoder's
     # representation (and the region-of-interest branch) without changing it, so a few hundred
-    # labels cannot teach the encoder to memorise them; the lesion loss still trains it.
+    # labels cannot teach the encoder to memorise them; the lesion loss still trains it when it is
+    # read from the evidence (``image.lesion_score = "evidence"``; a "head" reads the class trunk).
     class_trains_encoder: bool = False
     # What the run serves: the ensemble of its fold models (true) or the fold with the best internal AUC.
     ensemble: bool = True
