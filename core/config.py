@@ -156,6 +156,12 @@ def _apply_environment(schema: type, raw: dict[str, Any], environ: Mapping[str, 
         target[path[-1]] = parse_value(value)
 
 
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
 def _coerce(tp: Any, value: Any, key: str, what: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
@@ -169,9 +175,14 @@ def _coerce(tp: Any, value: Any, key: str, what: str) -> Any:
         return value
     if origin in (typing.Union, types.UnionType):
         members = [a for a in args if a is not type(None)]
-        if value is None or len(members) != 1:
+        if value is None:
             return value
-        return _coerce(members[0], value, key, what)
+        for member in members:  # the first member that takes the value (e.g. ``bool | Literal["auto"]``)
+            try:
+                return _coerce(member, value, key, what)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{what} key '{key}' is {value!r}; expected {' or '.join(_describe(m) for m in members)}")
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{what} key '{key}' must be a list")

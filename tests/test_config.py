@@ -64,6 +64,19 @@ def test_training_config_reads_its_own_variables_and_set_overrides(tmp_path: Pat
         load_config(path, ["pretrain.epoch=3"], environ={})
 
 
+def test_a_key_of_two_types_takes_either_and_names_both_when_refused() -> None:
+    """``finetune.class_trains_encoder`` is a bool or "auto", ``head_lr_factor`` a number or "auto"."""
+    from radpair.training.config import load_config
+
+    assert load_config(None, environ={}).finetune.class_trains_encoder == "auto"
+    config = load_config(None, ["finetune.class_trains_encoder=true", "finetune.head_lr_factor=2"], environ={})
+    assert config.finetune.class_trains_encoder is True and config.finetune.head_lr_factor == 2.0
+    with pytest.raises(ConfigError, match=r"'finetune\.class_trains_encoder' is 'yes'; expected bool or 'auto'"):
+        load_config(None, ["finetune.class_trains_encoder=yes"], environ={})
+    with pytest.raises(ConfigError, match=r"'finetune\.head_lr_factor' is 'fast'; expected float or 'auto'"):
+        load_config(None, environ={"RADPAIR_TRAIN_FINETUNE_HEAD_LR_FACTOR": "fast"})
+
+
 def test_settings_ignore_the_training_variables() -> None:
     assert load_settings(None, environ={"RADPAIR_TRAIN_PRETRAIN_EPOCHS": "7"}).listener.port == 11112
 

@@ -123,13 +123,18 @@ class FinetuneConfig:
     # Weight of the lesion-presence loss next to the class loss.
     lesion_weight: float = 1.0
     # Learning rate of what fine-tuning trains from scratch (region-of-interest branch, trunk,
-    # heads) as a multiple of ``lr``; the (pre-trained) encoder keeps ``lr``.
-    head_lr_factor: float = 3.0
+    # heads) as a multiple of ``lr``; the (pre-trained) encoder keeps ``lr``. "auto": 1 below
+    # ``few_labels`` labelled training studies per fold, else 3.
+    head_lr_factor: float | Literal["auto"] = "auto"
     # Whether the class loss trains the encoder. Off: the class head reads the encoder's
     # representation (and the region-of-interest branch) without changing it, so a few hundred
     # labels cannot teach the encoder to memorise them; the lesion loss still trains it when it is
     # read from the evidence (``image.lesion_score = "evidence"``; a "head" reads the class trunk).
-    class_trains_encoder: bool = False
+    # On: a few dozen labels need the encoder to learn the class. "auto": on below ``few_labels``.
+    class_trains_encoder: bool | Literal["auto"] = "auto"
+    # Labelled studies in a fold's training part below which the "auto" settings take the
+    # few-label recipe (the benchmark's 28 are few; the shipped model's 262 are many).
+    few_labels: int = 100
     # What the run serves: the ensemble of its fold models (true) or the fold with the best internal AUC.
     ensemble: bool = True
 
@@ -153,8 +158,8 @@ class TrainConfig:
             raise ValueError("pretrain.global_loss and pretrain.local_loss cannot both be false")
         if not 0 < self.pretrain.location_coefficient <= 1:
             raise ValueError("pretrain.location_coefficient must be in (0, 1]")
-        if self.finetune.head_lr_factor <= 0:
-            raise ValueError("finetune.head_lr_factor must be > 0")
+        if self.finetune.head_lr_factor != "auto" and self.finetune.head_lr_factor <= 0:
+            raise ValueError("finetune.head_lr_factor must be > 0 or \"auto\"")
         if self.finetune.folds < 2:
             raise ValueError("finetune.folds must be >= 2")
         if self.pretrain.local_pool < 1:

@@ -53,6 +53,9 @@ def test_pretrain_finetune_evaluate_write_all_outputs(cohorts, tiny_task_path, t
     assert json.loads((fine / "class_names.json").read_text()) == ["BRAF-fusion", "BRAF-V600E"]
     # The run serves the ensemble of its two fold models, and scores it on the external cohort.
     assert metrics["ensemble"] == 2 and metrics["selected_fold"] is None
+    # A tiny cohort is few labels: the "auto" recipe lets the class loss train the encoder.
+    assert [r["class_trains_encoder"] for r in metrics["recipes"]] == [True, True]
+    assert all(0 < r["labelled"] < 100 for r in metrics["recipes"])
     assert json.loads((fine / "model_config.json").read_text())["members"] == 2
     assert 0.0 <= metrics["external_served"]["auc"] <= 1.0
 
