@@ -49,6 +49,8 @@ class ImageConfig:
     lesion_score: Literal["evidence", "head"] = "evidence"
     # Voxels per side of the input cut around the attention's centroid for the class head (0: none).
     roi_size: int = 20
+    # The encoder reads the input average-pooled by this factor; the region of interest the full input.
+    encoder_scale: float = 1.0
     frozen_stages: int = 0
     dropout: float = 0.25
     head_hidden: int = 256
@@ -60,7 +62,7 @@ class ImageConfig:
             "depth": self.depth, "widths": list(self.widths), "in_channels": 1, "stem_stride": self.stem_stride,
             "max_pool": self.max_pool, "norm": self.norm, "attention_stage": self.attention_stage,
             "region_channels": self.region_channels, "evidence": self.evidence,
-            "lesion_score": self.lesion_score, "roi_size": self.roi_size, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
+            "lesion_score": self.lesion_score, "roi_size": self.roi_size, "encoder_scale": self.encoder_scale, "frozen_stages": self.frozen_stages, "dropout": self.dropout,
             "head_hidden": self.head_hidden,
         }
 

@@ -78,6 +78,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     # and read by a small CNN for the class head (what the lesion looks like: size, cyst, margin,
     # texture, at the input's resolution rather than the attention grid's); 0: no such branch.
     "roi_size": 20,
+    # The encoder reads the input average-pooled by this factor (0.75: a 64³ input at 3 mm is read
+    # at 48³, 4 mm), the region-of-interest branch the full input: a lesion's margin at the
+    # scanner's resolution for the cost of a coarser encoder.
+    "encoder_scale": 1.0,
     "frozen_stages": 0,
     "dropout": 0.25,
     "head_hidden": 256,
@@ -109,6 +113,8 @@ def resolve_config(config: dict[str, Any] | None) -> dict[str, Any]:
         raise ValueError(f"lesion_score must be 'evidence' or 'head', got {resolved['lesion_score']!r}")
     if resolved["roi_size"] != 0 and resolved["roi_size"] < 8:
         raise ValueError(f"roi_size must be 0 (off) or at least 8 voxels, got {resolved['roi_size']}")
+    if not 0.0 < float(resolved["encoder_scale"]) <= 1.0:
+        raise ValueError(f"encoder_scale must be in (0, 1], got {resolved['encoder_scale']}")
     if resolved["norm"] not in ("mixed", "instance", "batch"):
         raise ValueError(f"norm must be 'mixed', 'instance' or 'batch', got {resolved['norm']!r}")
     resolved["widths"] = [int(w) for w in resolved["widths"]]
@@ -198,6 +204,9 @@ class ImageEncoder(nn.Module):
         """``regions`` [B, C, g, g, g], ``evidence`` [B, g³] (the cells' scores), ``attention`` [B, g³]
         (their softmax), ``global`` [B, C + 3] (attended regions and the attention's centroid in [-1, 1]³)."""
         bb = self.backbone
+        scale = float(self.config["encoder_scale"])
+        if scale != 1.0:
+            x = F.adaptive_avg_pool3d(x, [max(1, round(int(n) * scale)) for n in x.shape[2:]])
         h = bb.act(bb.bn1(bb.conv1(x)))
         h = bb.maxpool(h) if not bb.no_max_pool else h
         stem = h

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from radpair.training.models import ImageEncoder, build_classifier, load_image_checkpoint
 
@@ -45,6 +46,34 @@ def test_trace_matches_eager(evidence):
     other = torch.randn(3, 1, 32, 32, 32)  # another batch size goes through the traced graph too
     for a, b in zip(traced(other), model(other)):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_encoder_scale_reads_a_coarser_input_while_the_region_of_interest_reads_the_full_one():
+    """``encoder_scale = 0.75`` on a 64³ input: the encoder is the same network on the 48³
+    average-pooled volume, the attention comes back on the 64³ input, and the region of interest is
+    cut from the 64³ input: a detail the pooling erases changes the class but not the attention."""
+    torch.manual_seed(0)
+    model = build_classifier({**SMALL, "roi_size": 12, "encoder_scale": 0.75}).eval()
+    full_scale = ImageEncoder({**SMALL, "encoder_scale": 1.0}).eval()
+    full_scale.load_state_dict(model.encoder.state_dict())
+    x = torch.randn(2, 1, 64, 64, 64)
+    # A 3D checkerboard sums to zero over every 2-voxel window of the 64 -> 48 pooling.
+    index = torch.arange(64)
+    board = ((index.reshape(-1, 1, 1) + index.reshape(1, -1, 1) + index) % 2).float() * 2 - 1
+    detail = x + 0.5 * board
+    with torch.no_grad():
+        out = model.encoder(x)
+        assert out["regions"].shape[2:] == (12, 12, 12)
+        assert torch.allclose(out["global"], full_scale(F.adaptive_avg_pool3d(x, 48))["global"], atol=1e-5)
+        before, after = model(x), model(detail)
+    assert before[2].shape == (2, 64, 64, 64)
+    assert not torch.allclose(before[0], after[0], atol=1e-4)
+    assert torch.allclose(before[1], after[1], atol=1e-5) and torch.allclose(before[2], after[2], atol=1e-5)
+    traced = torch.jit.trace(model, x)
+    for a, b in zip(traced(detail), model(detail)):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="encoder_scale"):
+        build_classifier({**SMALL, "encoder_scale": 1.5})
 
 
 def test_frozen_stages_have_no_gradient_and_stay_in_eval():
@@ -239,3 +268,17 @@ def test_fine_tuning_trains_new_parts_faster_than_the_encoder():
     assert sorted(ids) == sorted(id(p) for p in trainable) and len(trainable) < len(list(model.parameters()))
     assert {id(p) for p in model.roi.parameters()} <= {id(p) for p in new_group["params"]}
     assert {id(p) for p in encoder_group["params"]} <= {id(p) for p in model.encoder.parameters()}
+
+
+def test_auto_recipe_follows_the_number_of_labels_and_explicit_settings_win():
+    """Below ``few_labels`` labelled training studies the class loss trains the encoder and all
+    parts learn at one rate; from it on, the encoder is off the class loss and new parts learn 3×."""
+    from radpair.training.config import FinetuneConfig
+    from radpair.training.finetune import resolve_recipe
+
+    auto = FinetuneConfig()
+    few, many = resolve_recipe(auto, auto.few_labels - 1), resolve_recipe(auto, auto.few_labels)
+    assert (few.class_trains_encoder, few.head_lr_factor) == (True, 1.0)
+    assert (many.class_trains_encoder, many.head_lr_factor) == (False, 3.0)
+    fixed = FinetuneConfig(class_trains_encoder=False, head_lr_factor=2.0)
+    assert (resolve_recipe(fixed, 5).class_trains_encoder, resolve_recipe(fixed, 5).head_lr_factor) == (False, 2.0)
