@@ -280,5 +280,5 @@ def test_auto_recipe_follows_the_number_of_labels_and_explicit_settings_win():
     few, many = resolve_recipe(auto, auto.few_labels - 1), resolve_recipe(auto, auto.few_labels)
     assert (few.class_trains_encoder, few.head_lr_factor) == (True, 1.0)
     assert (many.class_trains_encoder, many.head_lr_factor) == (False, 3.0)
-    fixed = FinetuneConfig(class_trains_encoder=False, head_lr_factor=2.0)
-    assert (resolve_recipe(fixed, 5).class_trains_encoder, resolve_recipe(fixed, 5).head_lr_factor) == (False, 2.0)
+    fixed = resolve_recipe(FinetuneConfig(class_trains_encoder=False, head_lr_factor=2.0), 5)
+    assert (fixed.class_trains_encoder, fixed.head_lr_factor) == (False, 2.0)
