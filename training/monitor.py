@@ -31,6 +31,7 @@ def embedding_stats(embeddings: torch.Tensor) -> dict[str, float]:
 
 
 def collapsed(stats: dict[str, float]) -> bool:
+    """Whether ``stats`` (from :func:`embedding_stats`) read as a collapsed representation."""
     return stats["mean_cosine"] > COLLAPSED_COSINE or stats["spread"] < COLLAPSED_SPREAD
 
 
@@ -42,3 +43,20 @@ def warn_if_collapsed(name: str, stats: dict[str, float], epoch: int) -> bool:
                     name, epoch, stats["mean_cosine"], stats["spread"], COLLAPSED_COSINE)
         return True
     return False
+
+
+def summarise(history: list[dict]) -> None:
+    """One line at the end of a run on what the monitor saw over it. Early epochs of a healthy run
+    often read collapsed in eval mode (the running BatchNorm statistics lag the weights), so a
+    reader of the per-epoch warnings needs to know whether the representation recovered."""
+    flagged = [h["epoch"] for h in history if h.get("collapsed")]
+    if not history or not flagged:
+        return
+    if history[-1].get("collapsed"):
+        log.warning("COLLAPSE at the end of the run: the last epoch's embeddings are collapsed (flagged in "
+                    "%d of %d epochs); fine-tuning from this encoder will be no better than from random",
+                    len(flagged), len(history))
+    else:
+        log.info("collapse monitor: %d early epoch(s) read collapsed (last: epoch %d); the representation "
+                 "recovered and the last %d epoch(s) are healthy", len(flagged), flagged[-1],
+                 history[-1]["epoch"] - flagged[-1])

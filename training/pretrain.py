@@ -27,7 +27,7 @@ from radpair.training.config import TrainConfig
 from radpair.training.contrastive import ContrastiveModel
 from radpair.training.data import PairedStudy, volume_dataset
 from radpair.training.models import load_image_checkpoint
-from radpair.training.monitor import embedding_stats, warn_if_collapsed
+from radpair.training.monitor import embedding_stats, summarise, warn_if_collapsed
 from radpair.training.plots import plot_losses
 from radpair.training.runtime import (
     autocast,
@@ -159,6 +159,7 @@ def pretrain(config: TrainConfig, task: TaskDefinition, studies: Sequence[Paired
                         "epoch": epoch + 1, "history": history}, checkpoint)
     metrics = _summary(config, studies, ctx, history)
     if ctx.is_main:
+        summarise(history)
         torch.save(model.image_encoder.state_dict(), out / "image_encoder.pt")
         write_json(out / "metrics.json", metrics)
         terms = sorted({k for h in history for k in h if k.startswith("loss_") and k != "loss_weights"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import torch
 
 from radpair.training.config import load_config
@@ -16,7 +18,7 @@ from radpair.training.losses import (
     word_region_loss,
     word_region_scores,
 )
-from radpair.training.monitor import collapsed, embedding_stats
+from radpair.training.monitor import collapsed, embedding_stats, summarise
 from radpair.training.text import clean_report
 
 E = torch.eye(3)
@@ -115,6 +117,20 @@ def test_collapse_monitor_flags_a_collapsed_batch_and_not_a_healthy_one():
     one_direction = torch.randn(1, 64) + 0.01 * torch.randn(32, 64)
     stats = embedding_stats(one_direction)
     assert collapsed(stats) and stats["mean_cosine"] > 0.99 and stats["spread"] < 0.1
+
+
+def test_collapse_summary_tells_a_recovered_run_from_a_collapsed_one(caplog):
+    recovered = [{"epoch": 1, "collapsed": True}, {"epoch": 2, "collapsed": True}, {"epoch": 3, "collapsed": False}]
+    with caplog.at_level(logging.INFO, logger="radpair.training.monitor"):
+        summarise(recovered)
+    assert [r.levelno for r in caplog.records] == [logging.INFO] and "recovered" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="radpair.training.monitor"):
+        summarise([*recovered, {"epoch": 4, "collapsed": True}])
+    assert [r.levelno for r in caplog.records] == [logging.WARNING] and "3 of 4 epochs" in caplog.text
+    caplog.clear()
+    summarise([{"epoch": 1, "collapsed": False}])
+    assert not caplog.records
 
 
 def test_learned_weighting_has_gradient():
