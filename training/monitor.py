@@ -50,7 +50,7 @@ def summarise(history: list[dict]) -> None:
     often read collapsed in eval mode (epochs 1-9 of the shipped configuration's 20), so a
     reader of the per-epoch warnings needs to know whether the representation recovered."""
     flagged = [h["epoch"] for h in history if h.get("collapsed")]
-    if not history or not flagged:
+    if not flagged:
         return
     if history[-1].get("collapsed"):
         log.warning("COLLAPSE at the end of the run: the last epoch's embeddings are collapsed (flagged in "
